@@ -1,0 +1,182 @@
+//! Applying a desired topology: read what the broker has, create only what is missing, and
+//! refuse (rather than silently replace) objects that exist with other settings. In steady
+//! state this is reads only, so a resync never turns into a re-declare storm.
+
+use serde_json::Value;
+
+use super::{BrokerError, ManagementClient, management::ExchangeInfo};
+use crate::topology::{Binding, Exchange, Queue, Topology};
+
+/// What a sync changed on the broker.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Objects that were missing and have been created, e.g. `exchange sluice.shop.orders`.
+    pub created: Vec<String>,
+}
+
+impl SyncReport {
+    pub fn changed(&self) -> bool {
+        !self.created.is_empty()
+    }
+}
+
+/// Makes the broker hold `topology`, creating what is missing.
+pub async fn sync_topology(client: &ManagementClient, topology: &Topology) -> Result<SyncReport, BrokerError> {
+    let mut report = SyncReport::default();
+    for exchange in &topology.exchanges {
+        sync_exchange(client, exchange, &mut report).await?;
+    }
+    for queue in &topology.queues {
+        sync_queue(client, queue, &mut report).await?;
+    }
+    for binding in &topology.bindings {
+        sync_binding(client, binding, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Deletes the exchanges and queues of `topology` (their bindings go with them). Missing
+/// objects are fine: deletion is idempotent.
+pub async fn delete_topology(client: &ManagementClient, topology: &Topology) -> Result<(), BrokerError> {
+    for exchange in topology.exchanges.iter().rev() {
+        client.delete_exchange(&exchange.name).await?;
+    }
+    for queue in &topology.queues {
+        client.delete_queue(&queue.name).await?;
+    }
+    Ok(())
+}
+
+async fn sync_exchange(client: &ManagementClient, want: &Exchange, report: &mut SyncReport) -> Result<(), BrokerError> {
+    match client.get_exchange(&want.name).await? {
+        None => {
+            client.put_exchange(&want.name, want.kind, &want.arguments).await?;
+            report.created.push(format!("exchange {}", want.name));
+            Ok(())
+        }
+        Some(have) => exchange_conflict(want, &have).map_or(Ok(()), |detail| {
+            Err(BrokerError::Conflict {
+                object: format!("exchange {}", want.name),
+                detail,
+            })
+        }),
+    }
+}
+
+/// Describes how an existing exchange differs from the desired one, if it does.
+pub fn exchange_conflict(want: &Exchange, have: &ExchangeInfo) -> Option<String> {
+    if have.kind != want.kind {
+        return Some(format!("type is {}, want {}", have.kind, want.kind));
+    }
+    if !have.durable || have.auto_delete || have.internal {
+        return Some("it is not a plain durable exchange".to_owned());
+    }
+    if have.arguments != want.arguments {
+        return Some(format!(
+            "arguments are {}, want {}",
+            json(&have.arguments),
+            json(&want.arguments)
+        ));
+    }
+    None
+}
+
+async fn sync_queue(client: &ManagementClient, want: &Queue, report: &mut SyncReport) -> Result<(), BrokerError> {
+    match client.get_queue(&want.name).await? {
+        None => {
+            client.put_queue(&want.name, &want.arguments).await?;
+            report.created.push(format!("queue {}", want.name));
+            Ok(())
+        }
+        Some(have) => {
+            let detail = if !have.durable || have.auto_delete {
+                Some("it is not a durable queue".to_owned())
+            } else if want.arguments.iter().any(|(k, v)| have.arguments.get(k) != Some(v)) {
+                Some(format!(
+                    "arguments are {}, want {}",
+                    json(&have.arguments),
+                    json(&want.arguments)
+                ))
+            } else {
+                None
+            };
+            detail.map_or(Ok(()), |detail| {
+                Err(BrokerError::Conflict {
+                    object: format!("queue {}", want.name),
+                    detail,
+                })
+            })
+        }
+    }
+}
+
+async fn sync_binding(client: &ManagementClient, want: &Binding, report: &mut SyncReport) -> Result<(), BrokerError> {
+    let existing = client.list_bindings(&want.source, &want.queue).await?;
+    let present = existing.iter().any(|b| {
+        b.routing_key == want.routing_key
+            && b.arguments.len() == want.arguments.len()
+            && want
+                .arguments
+                .iter()
+                .all(|(k, v)| b.arguments.get(k).and_then(Value::as_str) == Some(v))
+    });
+    if !present {
+        client
+            .create_binding(&want.source, &want.queue, &want.routing_key, &want.arguments)
+            .await?;
+        report.created.push(format!(
+            "binding {} -> {} ({:?})",
+            want.source, want.queue, want.routing_key
+        ));
+    }
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Arguments;
+
+    fn info(kind: &str, arguments: Arguments) -> ExchangeInfo {
+        ExchangeInfo {
+            kind: kind.to_owned(),
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments,
+        }
+    }
+
+    #[test]
+    fn an_identical_exchange_is_no_conflict() {
+        let args = Arguments::from([("alternate-exchange".to_owned(), Value::from("ae"))]);
+        let want = Exchange {
+            name: "x".into(),
+            kind: "topic",
+            arguments: args.clone(),
+        };
+        assert_eq!(exchange_conflict(&want, &info("topic", args)), None);
+    }
+
+    #[test]
+    fn a_different_type_or_argument_is_a_conflict_that_says_what_differs() {
+        let want = Exchange {
+            name: "x".into(),
+            kind: "topic",
+            arguments: Arguments::new(),
+        };
+        assert_eq!(
+            exchange_conflict(&want, &info("fanout", Arguments::new())).unwrap(),
+            "type is fanout, want topic"
+        );
+        let args = Arguments::from([("alternate-exchange".to_owned(), Value::from("other"))]);
+        assert_eq!(
+            exchange_conflict(&want, &info("topic", args)).unwrap(),
+            r#"arguments are {"alternate-exchange":"other"}, want {}"#
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! Command-line interface: `sluice controller` and `sluice crdgen`.
+
+pub mod controller;
+pub mod crdgen;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// Sluice: RabbitMQ event topology and signed webhook delivery for Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+
+    /// Log filter, in RUST_LOG syntax (e.g. `info,sluice=debug`).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator: reconcile Sluice resources into RabbitMQ topology.
+    Controller(controller::ControllerArgs),
+    /// Write the CustomResourceDefinitions as YAML.
+    Crdgen(crdgen::CrdgenArgs),
+}
+
+/// Parses a Go duration flag such as `5m` or `90s`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::api::GoDuration::new(text).duration().map_err(|e| e.to_string())
+}

@@ -1,0 +1,79 @@
+//! The reconcilers' error type. Each variant names what failed; `category()` is the bounded
+//! reason used for metrics, Events and the Ready condition.
+
+use kube::runtime::finalizer;
+
+use crate::broker::{BrokerError, pool::BrokerUnavailable, pool::ResolveError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    BrokerUnavailable(#[from] BrokerUnavailable),
+    #[error(transparent)]
+    Resolve(Box<ResolveError>),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("object has no namespace")]
+    NotNamespaced,
+    #[error("failed to add or remove the finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl From<ResolveError> for Error {
+    fn from(e: ResolveError) -> Self {
+        Self::Resolve(Box::new(e))
+    }
+}
+
+impl Error {
+    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube {
+            action,
+            source: Box::new(source),
+        }
+    }
+
+    /// Bounded reason, PascalCase.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Broker(e) => e.category(),
+            Self::BrokerUnavailable(_) => "BrokerUnavailable",
+            Self::Resolve(e) => e.category(),
+            Self::InvalidSpec(_) => "InvalidSpec",
+            Self::Kube { .. } | Self::Finalizer(_) => "KubeApiError",
+            Self::NotNamespaced => "NotNamespaced",
+        }
+    }
+
+    /// A human must act before this can succeed (kstatus `Stalled`); the controller still
+    /// retries with backoff in case the cause goes away.
+    pub fn needs_human(&self) -> bool {
+        match self {
+            Self::Broker(e) => e.needs_human(),
+            Self::Resolve(e) => !matches!(**e, ResolveError::ReadSecret { .. } | ResolveError::Client(_)),
+            Self::InvalidSpec(_) | Self::NotNamespaced => true,
+            Self::BrokerUnavailable(_) | Self::Kube { .. } | Self::Finalizer(_) => false,
+        }
+    }
+
+    /// Only a change to the object can fix this, so retrying is pointless.
+    pub fn awaits_change(&self) -> bool {
+        matches!(self, Self::InvalidSpec(_) | Self::NotNamespaced)
+    }
+
+    /// Unwraps the finalizer helper's error so categories stay those of the reconciler.
+    pub fn from_finalizer(err: finalizer::Error<Self>) -> Self {
+        match err {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            other => Self::Finalizer(Box::new(other)),
+        }
+    }
+}

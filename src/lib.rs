@@ -1,0 +1,18 @@
+//! Sluice: a Kubernetes operator that turns EventTopic, Subscription, Webhook and
+//! ApiVersionPolicy resources into RabbitMQ topology and signed webhook delivery.
+//!
+//! - [`api`]: the custom resources (one module per kind);
+//! - [`controller`]: one reconcile driver per kind;
+//! - [`topology`]: pure builders of the desired broker objects;
+//! - [`broker`]: RabbitMQ connections, the management API client, applying topology;
+//! - [`telemetry`], [`admin`], [`leader`]: metrics, health, logs, leader election;
+//! - [`cmd`]: the `sluice` command line.
+
+pub mod admin;
+pub mod api;
+pub mod broker;
+pub mod cmd;
+pub mod controller;
+pub mod leader;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,194 @@
+//! The controller's Prometheus metrics (DESIGN.md §5). Labels are bounded: a kind, a result,
+//! a category, a broker Secret — never an object name from a payload or a URL.
+
+use std::{sync::Arc, time::Instant};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub kind: &'static str,
+    pub ready: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerLabels {
+    pub broker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn reconcile_buckets() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// Every metric the controller exports.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    reconcile_duration: HistogramFamily<KindLabels>,
+    resources: Family<ResourceLabels, Gauge>,
+    broker_up: Family<BrokerLabels, Gauge>,
+    drift_repairs: Family<KindLabels, Counter>,
+    pub broker_requests: BrokerRequestMetrics,
+}
+
+impl ControllerMetrics {
+    /// Creates the metrics and registers them under the `sluice_` prefix.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self {
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(reconcile_buckets),
+            resources: Family::default(),
+            broker_up: Family::default(),
+            drift_repairs: Family::default(),
+            broker_requests: BrokerRequestMetrics::default(),
+        };
+        let r = registry.sub_registry_with_prefix("sluice");
+        r.register(
+            "reconcile",
+            "Reconciles by kind and result (success or error)",
+            metrics.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and reason (a bounded error category)",
+            metrics.reconcile_errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            metrics.reconcile_duration.clone(),
+        );
+        r.register(
+            "resources",
+            "Resources by kind and Ready condition status",
+            metrics.resources.clone(),
+        );
+        r.register(
+            "broker_up",
+            "Whether the broker answers on AMQP and its management API (1) or not (0)",
+            metrics.broker_up.clone(),
+        );
+        r.register(
+            "drift_repairs",
+            "Broker objects found missing or changed out of band and restored",
+            metrics.drift_repairs.clone(),
+        );
+        r.register(
+            "broker_requests",
+            "Management API requests by operation and outcome",
+            metrics.broker_requests.family.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// Starts timing a reconcile of `kind`; call [`ReconcileTimer::finish`] with the outcome.
+    pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer<'_> {
+        ReconcileTimer {
+            metrics: self,
+            kind,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn drift_repaired(&self, kind: &'static str, count: usize) {
+        self.drift_repairs
+            .get_or_create(&KindLabels { kind })
+            .inc_by(count as u64);
+    }
+
+    pub fn set_broker_up(&self, broker: &str, up: bool) {
+        self.broker_up
+            .get_or_create(&BrokerLabels {
+                broker: broker.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn forget_broker(&self, broker: &str) {
+        self.broker_up.remove(&BrokerLabels {
+            broker: broker.to_owned(),
+        });
+    }
+
+    /// Sets the number of `kind` resources per Ready status (`true`, `false`, `unknown`).
+    pub fn set_resources(&self, kind: &'static str, ready: i64, not_ready: i64, unknown: i64) {
+        for (label, value) in [("true", ready), ("false", not_ready), ("unknown", unknown)] {
+            self.resources
+                .get_or_create(&ResourceLabels { kind, ready: label })
+                .set(value);
+        }
+    }
+}
+
+/// Times one reconcile and counts its result.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a ControllerMetrics,
+    kind: &'static str,
+    start: Instant,
+}
+
+impl ReconcileTimer<'_> {
+    /// Records the reconcile; `error` is the error category when it failed.
+    pub fn finish(self, error: Option<&'static str>) {
+        let kind = self.kind;
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&KindLabels { kind })
+            .observe(self.start.elapsed().as_secs_f64());
+        let result = if error.is_some() { "error" } else { "success" };
+        self.metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels { kind, result })
+            .inc();
+        if let Some(reason) = error {
+            self.metrics
+                .reconcile_errors
+                .get_or_create(&ReconcileErrorLabels { kind, reason })
+                .inc();
+        }
+    }
+}
+
+/// Counts management API requests; cheap to clone into every client.
+#[derive(Clone, Default)]
+pub struct BrokerRequestMetrics {
+    family: Family<RequestLabels, Counter>,
+}
+
+impl BrokerRequestMetrics {
+    pub fn record<T, E>(&self, operation: &'static str, result: &Result<T, E>) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.family.get_or_create(&RequestLabels { operation, outcome }).inc();
+    }
+}
