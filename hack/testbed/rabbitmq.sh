@@ -18,12 +18,7 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 export HOME=$dir
 
 install_if_missing() {
-  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && return
-  log "installing Debian's rabbitmq-server"
-  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  # policy-rc.d keeps the package from trying to start a system service.
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || bash "$here/deps.sh"
 }
 
 healthy() { curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1; }

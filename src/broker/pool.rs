@@ -1,6 +1,6 @@
 //! The brokers the controller talks to, one entry per broker Secret, each with a pooled HTTP
 //! client, an AMQP connection, and a health monitor that drives `sluice_broker_up` and
-//! wakes every reconcile when a broker comes back.
+//! re-reconciles a broker's objects whenever it goes down or comes back.
 
 use std::{
     collections::HashMap,
@@ -146,7 +146,7 @@ pub struct Brokers {
     default_secret: String,
     entries: Mutex<HashMap<BrokerKey, Arc<Broker>>>,
     metrics: Arc<ControllerMetrics>,
-    came_up: broadcast::Sender<BrokerKey>,
+    health_changed: broadcast::Sender<BrokerKey>,
     default_connected_once: AtomicBool,
     connection_name: String,
 }
@@ -159,22 +159,23 @@ impl Brokers {
         metrics: Arc<ControllerMetrics>,
         connection_name: String,
     ) -> Arc<Self> {
-        let (came_up, _) = broadcast::channel(64);
+        let (health_changed, _) = broadcast::channel(64);
         Arc::new(Self {
             client,
             default_namespace,
             default_secret,
             entries: Mutex::new(HashMap::new()),
             metrics,
-            came_up,
+            health_changed,
             default_connected_once: AtomicBool::new(false),
             connection_name,
         })
     }
 
-    /// Notified with the broker's key each time a broker turns healthy after being down.
+    /// Notified with the broker's key each time a broker goes down or comes back, so the
+    /// resources on it report the truth without waiting for a resync.
     pub fn subscribe(&self) -> broadcast::Receiver<BrokerKey> {
-        self.came_up.subscribe()
+        self.health_changed.subscribe()
     }
 
     /// Whether the default broker has been reachable at least once (readiness).
@@ -251,8 +252,8 @@ impl Brokers {
         if up && broker.key == BrokerKey::Default {
             self.default_connected_once.store(true, Ordering::Release);
         }
-        if up && !was_up {
-            let _ = self.came_up.send(broker.key.clone());
+        if up != was_up {
+            let _ = self.health_changed.send(broker.key.clone());
         }
     }
 

@@ -4,7 +4,10 @@
 
 use serde_json::Value;
 
-use super::{BrokerError, ManagementClient, management::ExchangeInfo};
+use super::{
+    BrokerError, ManagementClient,
+    management::{ExchangeInfo, QueueInfo},
+};
 use crate::topology::{Binding, Exchange, Queue, Topology};
 
 /// What a sync changed on the broker.
@@ -36,13 +39,22 @@ pub async fn sync_topology(client: &ManagementClient, topology: &Topology) -> Re
 }
 
 /// Deletes the exchanges and queues of `topology` (their bindings go with them). Missing
-/// objects are fine: deletion is idempotent.
+/// objects are fine: deletion is idempotent. An object with the right name but other
+/// settings was never ours, so it is left alone.
 pub async fn delete_topology(client: &ManagementClient, topology: &Topology) -> Result<(), BrokerError> {
     for exchange in topology.exchanges.iter().rev() {
-        client.delete_exchange(&exchange.name).await?;
+        if let Some(have) = client.get_exchange(&exchange.name).await?
+            && exchange_conflict(exchange, &have).is_none()
+        {
+            client.delete_exchange(&exchange.name).await?;
+        }
     }
     for queue in &topology.queues {
-        client.delete_queue(&queue.name).await?;
+        if let Some(have) = client.get_queue(&queue.name).await?
+            && queue_conflict(queue, &have).is_none()
+        {
+            client.delete_queue(&queue.name).await?;
+        }
     }
     Ok(())
 }
@@ -88,26 +100,29 @@ async fn sync_queue(client: &ManagementClient, want: &Queue, report: &mut SyncRe
             report.created.push(format!("queue {}", want.name));
             Ok(())
         }
-        Some(have) => {
-            let detail = if !have.durable || have.auto_delete {
-                Some("it is not a durable queue".to_owned())
-            } else if want.arguments.iter().any(|(k, v)| have.arguments.get(k) != Some(v)) {
-                Some(format!(
-                    "arguments are {}, want {}",
-                    json(&have.arguments),
-                    json(&want.arguments)
-                ))
-            } else {
-                None
-            };
-            detail.map_or(Ok(()), |detail| {
-                Err(BrokerError::Conflict {
-                    object: format!("queue {}", want.name),
-                    detail,
-                })
+        Some(have) => queue_conflict(want, &have).map_or(Ok(()), |detail| {
+            Err(BrokerError::Conflict {
+                object: format!("queue {}", want.name),
+                detail,
             })
-        }
+        }),
     }
+}
+
+/// Describes how an existing queue differs from the desired one, if it does. Arguments the
+/// broker added are fine; the ones we set must match.
+pub fn queue_conflict(want: &Queue, have: &QueueInfo) -> Option<String> {
+    if !have.durable || have.auto_delete {
+        return Some("it is not a durable queue".to_owned());
+    }
+    if want.arguments.iter().any(|(k, v)| have.arguments.get(k) != Some(v)) {
+        return Some(format!(
+            "arguments are {}, want {}",
+            json(&have.arguments),
+            json(&want.arguments)
+        ));
+    }
+    None
 }
 
 async fn sync_binding(client: &ManagementClient, want: &Binding, report: &mut SyncReport) -> Result<(), BrokerError> {

@@ -165,11 +165,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency));
     let store = controller.store();
     let controller = controller
-        .reconcile_on(objects_on_recovered_broker(
-            ctx.brokers.subscribe(),
-            store.clone(),
-            topic_broker,
-        ))
+        .reconcile_on(objects_on_broker(ctx.brokers.subscribe(), store.clone(), topic_broker))
         .graceful_shutdown_on(stop.clone().cancelled_owned());
 
     ctx.metrics.drift_repaired(event_topic::KIND, 0);
@@ -203,17 +199,17 @@ pub fn topic_broker(topic: &EventTopic) -> BrokerKey {
     }
 }
 
-/// When a broker comes back, every object on it is reconciled at once instead of waiting
-/// for its backoff to expire.
-fn objects_on_recovered_broker<K>(
-    recovered: tokio::sync::broadcast::Receiver<BrokerKey>,
+/// When a broker goes down or comes back, every object on it is reconciled at once: its
+/// status tells the truth, and it converges without waiting for its backoff to expire.
+fn objects_on_broker<K>(
+    changed: tokio::sync::broadcast::Receiver<BrokerKey>,
     store: Store<K>,
     broker_of: fn(&K) -> BrokerKey,
 ) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    tokio_stream::wrappers::BroadcastStream::new(recovered)
+    tokio_stream::wrappers::BroadcastStream::new(changed)
         .filter_map(|key| async move { key.ok() })
         .flat_map(move |key| {
             let refs: Vec<_> = store
@@ -234,7 +230,7 @@ async fn wait_for_crd<K: Resource + Clone + serde::de::DeserializeOwned + std::f
         match api.list(&kube::api::ListParams::default().limit(1)).await {
             Ok(_) => return,
             Err(e) => {
-                warn!(error = %e, "Cannot list the Sluice resources; are the CRDs installed (kubectl apply -f crds/)? Retrying.")
+                warn!(error = %e, "Cannot list the Sluice resources; are the CRDs installed (kubectl apply -f crds/)? Retrying.");
             }
         }
         tokio::select! {

@@ -1,0 +1,485 @@
+//! The e2e harness: the test bed's clients (admin kubeconfig for setup, the chart's
+//! ServiceAccount token for the controller), the controller as a child process, RabbitMQ's
+//! management API, temporary namespaces, and polling helpers.
+
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard, OnceLock},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::{Value, json};
+use sluice::api::EventTopic;
+
+/// Paths of the test bed, set by `make e2e`.
+pub struct Env {
+    pub root: PathBuf,
+    pub testbed: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let testbed = std::env::var_os("SLUICE_TESTBED").map_or_else(|| root.join(".testbed"), PathBuf::from);
+        let bin_dir = std::env::var_os("SLUICE_BIN_DIR").map_or_else(
+            || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sluice/bin/current"),
+            PathBuf::from,
+        );
+        assert!(
+            testbed.join("sluice-sa.kubeconfig").exists(),
+            "the test bed is not installed: run `make e2e` (it starts RabbitMQ and the control plane)"
+        );
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Env { root, testbed, bin_dir }
+    })
+}
+
+/// Tests share one broker and one control plane: run them one at a time even when the
+/// harness is invoked without `--test-threads=1`.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A client with the test bed's admin credentials, for setting tests up and checking them.
+pub async fn admin() -> Client {
+    let kubeconfig = Kubeconfig::read_from(env().testbed.join("kubeconfig")).expect("read admin kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("admin client")
+}
+
+/// Runs kubectl with the admin kubeconfig; returns (success, stdout + stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env().bin_dir.join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", env().testbed.join("kubeconfig"))
+        .output()
+        .expect("run kubectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Polls `check` every 200ms until it returns `Some`, or panics after `timeout` saying what
+/// was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// === namespaces ===
+
+/// A namespace for one test, deleted by [`TestNamespace::delete`].
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = format!("e2e-{prefix}-{}", random_suffix());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}}
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Deletes the namespace (its resources must be gone or deletable by a running controller).
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await;
+    }
+}
+
+/// Removes what failed earlier runs left behind: e2e namespaces whose resources kept their
+/// finalizers because the controller was gone.
+pub async fn clean_leftovers(client: &Client) {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let list = namespaces
+        .list(&ListParams::default().labels("sluice.dev/e2e=true"))
+        .await
+        .expect("list namespaces");
+    for ns in list {
+        let topics = Api::<EventTopic>::namespaced(client.clone(), &ns.name_any());
+        for t in topics
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+            let _ = topics.patch(&t.name_any(), &PatchParams::default(), &patch).await;
+        }
+        let _ = namespaces.delete(&ns.name_any(), &DeleteParams::default()).await;
+    }
+}
+
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(6)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+// === the controller process ===
+
+/// How to start a controller.
+pub struct ControllerOpts {
+    pub lease: String,
+    pub resync: &'static str,
+    pub lease_duration: u64,
+}
+
+impl ControllerOpts {
+    pub fn new(lease: &str) -> Self {
+        Self {
+            lease: format!("e2e-{lease}"),
+            resync: "5m",
+            lease_duration: 15,
+        }
+    }
+}
+
+/// `sluice controller` running as a child process with the chart's ServiceAccount token.
+pub struct Controller {
+    child: Child,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Controller {
+    pub fn start(opts: &ControllerOpts) -> Self {
+        let env = env();
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let logs = env.testbed.join("e2e-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = logs.join(format!("{}-{}.log", opts.lease, admin.port()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "controller",
+                "--admin-addr",
+                &admin.to_string(),
+                "--lease-name",
+                &opts.lease,
+            ])
+            .args([
+                "--resync",
+                opts.resync,
+                "--lease-duration",
+                &opts.lease_duration.to_string(),
+            ])
+            .args(["--identity", &format!("e2e-{}", admin.port())])
+            .env("KUBECONFIG", env.testbed.join("sluice-sa.kubeconfig"))
+            .env("SLUICE_NAMESPACE", "sluice-system")
+            .env("RUST_LOG", "info,sluice=debug")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sluice controller");
+        Self {
+            child,
+            admin,
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `/readyz`: `Some(body)` when it answers 200.
+    pub async fn ready(&self) -> Option<String> {
+        let resp = self
+            .http
+            .get(format!("http://{}/readyz", self.admin))
+            .send()
+            .await
+            .ok()?;
+        if resp.status().is_success() {
+            resp.text().await.ok()
+        } else {
+            None
+        }
+    }
+
+    /// `/readyz` status and body, whatever they are.
+    pub async fn readiness(&self) -> Option<(u16, String)> {
+        let resp = self
+            .http
+            .get(format!("http://{}/readyz", self.admin))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    pub async fn alive(&self) -> bool {
+        self.http
+            .get(format!("http://{}/healthz", self.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    pub async fn wait_leader(&self) {
+        eventually(
+            "the controller to lead and be ready",
+            Duration::from_secs(60),
+            || async { self.ready().await.filter(|b| b.contains("leader")) },
+        )
+        .await;
+    }
+
+    /// The metrics text (Prometheus text format).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("scrape metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of the sample `series` (name plus labels exactly as exposed), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// SIGKILL: the process gets no chance to release anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+// === RabbitMQ ===
+
+/// The test bed broker's management API.
+pub struct Rabbit {
+    http: reqwest::Client,
+}
+
+pub const AMQP_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const MGMT: &str = "http://127.0.0.1:15672/api";
+
+impl Rabbit {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        let resp = self
+            .http
+            .get(format!("{MGMT}/{path}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?;
+        if resp.status().is_success() {
+            resp.json().await.ok()
+        } else {
+            None
+        }
+    }
+
+    pub async fn exchange(&self, name: &str) -> Option<Value> {
+        self.get(&format!("exchanges/%2f/{}", enc(name))).await
+    }
+
+    pub async fn queue(&self, name: &str) -> Option<Value> {
+        self.get(&format!("queues/%2f/{}", enc(name))).await
+    }
+
+    pub async fn bindings(&self, exchange: &str, queue: &str) -> Vec<Value> {
+        let path = format!("bindings/%2f/e/{}/q/{}", enc(exchange), enc(queue));
+        self.get(&path)
+            .await
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    pub async fn delete_exchange(&self, name: &str) {
+        let url = format!("{MGMT}/exchanges/%2f/{}", enc(name));
+        let resp = self
+            .http
+            .delete(url)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect("delete exchange");
+        assert!(resp.status().is_success(), "delete exchange {name}: {}", resp.status());
+    }
+
+    pub async fn delete_queue(&self, name: &str) {
+        let url = format!("{MGMT}/queues/%2f/{}", enc(name));
+        let resp = self
+            .http
+            .delete(url)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect("delete queue");
+        assert!(resp.status().is_success(), "delete queue {name}: {}", resp.status());
+    }
+
+    pub async fn declare_exchange(&self, name: &str, kind: &str) {
+        let url = format!("{MGMT}/exchanges/%2f/{}", enc(name));
+        let body = json!({"type": kind, "durable": true});
+        let resp = self
+            .http
+            .put(url)
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
+            .await
+            .expect("put exchange");
+        assert!(resp.status().is_success(), "declare exchange {name}: {}", resp.status());
+    }
+
+    /// Stops the broker process (data kept), the way an operator would.
+    pub fn stop() {
+        run_script("rabbitmq.sh", "down");
+    }
+
+    pub fn start() {
+        run_script("rabbitmq.sh", "up");
+    }
+}
+
+fn run_script(script: &str, arg: &str) {
+    let status = Command::new("bash")
+        .arg(env().root.join("hack/testbed").join(script))
+        .arg(arg)
+        .status()
+        .expect("run test bed script");
+    assert!(status.success(), "{script} {arg} failed");
+}
+
+fn enc(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+// === resources ===
+
+/// The status of condition `type_` on a resource's JSON, as (status, reason, message).
+pub fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (s("status"), s("reason"), s("message"))
+        })
+}
+
+/// Events about `name` in `namespace`, as (type, reason, note).
+pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
