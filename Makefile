@@ -69,7 +69,7 @@ testbed-up: ## Start RabbitMQ and the local control plane (idempotent)
 
 .PHONY: testbed-down
 testbed-down: ## Stop the controller, RabbitMQ and the control plane
-	-[ -f $(TESTBED)/controller.pid ] && kill $$(cat $(TESTBED)/controller.pid) 2>/dev/null; rm -f $(TESTBED)/controller.pid
+	bash hack/testbed/stop-controller.sh
 	bash hack/testbed/controlplane.sh down
 	bash hack/testbed/rabbitmq.sh down
 
@@ -79,11 +79,13 @@ install: testbed-up ## Install the CRDs and the chart (0 replicas) into the test
 
 .PHONY: run
 run: install build ## Run the controller in the foreground against the test bed
+	bash hack/testbed/stop-controller.sh
 	SLUICE_NAMESPACE=sluice-system RUST_LOG=$${RUST_LOG:-info,sluice=debug} \
 	  ./target/debug/sluice controller --admin-addr 127.0.0.1:8080
 
 .PHONY: e2e
 e2e: testbed-up ## End-to-end tests against the test bed (real broker, real control plane)
+	bash hack/testbed/stop-controller.sh
 	KUBECONFIG=$(TESTBED)/kubeconfig bash hack/testbed/install.sh
 	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) \
 	  cargo test --features e2e --test e2e $(CARGO_TEST_FLAGS) -- --test-threads=1
@@ -94,6 +96,6 @@ e2e-kind: ## The same e2e suite with a kind cluster as the control plane (needs 
 
 .PHONY: bench
 bench: testbed-up ## Performance suite (DESIGN.md §8), printed as a table with ratios
+	bash hack/testbed/stop-controller.sh
 	KUBECONFIG=$(TESTBED)/kubeconfig bash hack/testbed/install.sh
-	cargo build --release --bin sluice --bin sluice-bench
-	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) ./target/release/sluice-bench
+	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) cargo bench --features e2e --bench controller

@@ -91,3 +91,92 @@ fn tidy(value: &mut Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field has `kubectl explain` text; returns the paths that lack it.
+    fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (name, prop) in props {
+                let here = format!("{path}.{name}");
+                let described = prop
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !d.trim().is_empty());
+                if !described && name != "metadata" {
+                    out.push(here.clone());
+                }
+                undocumented(prop, &here, out);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            undocumented(items, &format!("{path}[]"), out);
+        }
+        if let Some(values) = schema.get("additionalProperties") {
+            undocumented(values, &format!("{path}{{}}"), out);
+        }
+    }
+
+    #[test]
+    fn the_documentation_check_finds_a_bare_field() {
+        let schema =
+            serde_json::json!({"properties": {"spec": {"description": "x", "properties": {"a": {"type": "string"}}}}});
+        let mut missing = Vec::new();
+        undocumented(&schema, "K", &mut missing);
+        assert_eq!(missing, ["K.spec.a"]);
+    }
+
+    #[test]
+    fn every_field_of_every_crd_is_documented() {
+        let mut missing = Vec::new();
+        for crd in crate::api::crds() {
+            let kind = crd.spec.names.kind.clone();
+            let value = with_standard_fields(crd).unwrap();
+            for version in value["spec"]["versions"].as_array().unwrap() {
+                undocumented(&version["schema"]["openAPIV3Schema"], &kind, &mut missing);
+            }
+        }
+        assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+    }
+
+    #[test]
+    fn every_kind_has_short_names_the_category_and_a_ready_column() {
+        for crd in crate::api::crds() {
+            let names = &crd.spec.names;
+            assert!(
+                names.short_names.as_ref().is_some_and(|s| !s.is_empty()),
+                "{} has no short name",
+                names.kind
+            );
+            assert_eq!(
+                names.categories.as_deref(),
+                Some(&["sluice".to_owned()][..]),
+                "{}",
+                names.kind
+            );
+            let columns = crd.spec.versions[0]
+                .additional_printer_columns
+                .clone()
+                .unwrap_or_default();
+            assert!(
+                columns.iter().any(|c| c.name == "Ready"),
+                "{} has no Ready column",
+                names.kind
+            );
+            assert!(
+                columns.iter().any(|c| c.name == "Age"),
+                "{} has no Age column",
+                names.kind
+            );
+            assert!(
+                crd.spec.versions[0]
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some()
+            );
+        }
+    }
+}

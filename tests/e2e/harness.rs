@@ -242,6 +242,17 @@ impl Controller {
         }
     }
 
+    /// Resident set size of the process, in KiB (from /proc).
+    #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `/readyz`: `Some(body)` when it answers 200.
     pub async fn ready(&self) -> Option<String> {
         let resp = self
@@ -336,7 +347,7 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            self.kill();
+            self.terminate();
         }
     }
 }
@@ -430,13 +441,36 @@ impl Rabbit {
         assert!(resp.status().is_success(), "declare exchange {name}: {}", resp.status());
     }
 
-    /// Stops the broker process (data kept), the way an operator would.
-    pub fn stop() {
+    /// Stops the broker process (data kept), the way an operator would. The guard starts it
+    /// again when dropped, so a failing test never leaves the broker down for the next one.
+    #[must_use]
+    pub fn stop() -> BrokerOutage {
         run_script("rabbitmq.sh", "down");
+        BrokerOutage { over: false }
     }
 
     pub fn start() {
         run_script("rabbitmq.sh", "up");
+    }
+}
+
+/// A broker outage in progress; see [`Rabbit::stop`].
+pub struct BrokerOutage {
+    over: bool,
+}
+
+impl BrokerOutage {
+    pub fn end(mut self) {
+        Rabbit::start();
+        self.over = true;
+    }
+}
+
+impl Drop for BrokerOutage {
+    fn drop(&mut self) {
+        if !self.over {
+            Rabbit::start();
+        }
     }
 }
 

@@ -47,7 +47,7 @@ async fn a_standby_takes_over_within_the_lease_time() {
     let ns = TestNamespace::create(&client, "leader").await;
     let opts = ControllerOpts {
         lease_duration: LEASE_SECONDS,
-        ..ControllerOpts::new(&format!("leader-{}", crate::harness::random_suffix()))
+        ..ControllerOpts::new("leader")
     };
 
     let mut first = Controller::start(&opts);
