@@ -21,7 +21,7 @@ demo: testbed-up build ## Bring up everything locally and show events flowing
 	bash hack/demo.sh
 
 .PHONY: test
-test: fmt-check clippy unit crds-check testbed-up chart-check e2e ## fmt + clippy + every test tier
+test: fmt-check clippy unit crds-check chart-check e2e ## fmt + clippy + every test tier
 	@echo "make test: all tiers passed"
 
 ## --- Pieces ------------------------------------------------------------------------
@@ -54,7 +54,7 @@ crds-check: ## Fail when crds/ or the chart's copy is stale
 	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
 
 .PHONY: chart-check
-chart-check: ## helm lint, and the rendered chart accepted by the real apiserver (dry run)
+chart-check: install ## helm lint, and the rendered chart accepted by the real apiserver (dry run)
 	"$(BIN_DIR)/helm" lint charts/sluice --strict
 	"$(BIN_DIR)/helm" template sluice charts/sluice -n sluice-system --set broker.create=true \
 	  --set-string broker.uri='amqp://u:p@rabbitmq:5672/%2f' \
@@ -84,9 +84,8 @@ run: install build ## Run the controller in the foreground against the test bed
 	  ./target/debug/sluice controller --admin-addr 127.0.0.1:8080
 
 .PHONY: e2e
-e2e: testbed-up ## End-to-end tests against the test bed (real broker, real control plane)
+e2e: install ## End-to-end tests against the test bed (real broker, real control plane)
 	bash hack/testbed/stop-controller.sh
-	KUBECONFIG=$(TESTBED)/kubeconfig bash hack/testbed/install.sh
 	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) \
 	  cargo test --features e2e --test e2e $(CARGO_TEST_FLAGS) -- --test-threads=1
 
@@ -95,7 +94,6 @@ e2e-kind: ## The same e2e suite with a kind cluster as the control plane (needs 
 	bash hack/kind.sh
 
 .PHONY: bench
-bench: testbed-up ## Performance suite (DESIGN.md §8), printed as a table with ratios
+bench: install ## Performance suite (DESIGN.md §8), printed as a table with ratios
 	bash hack/testbed/stop-controller.sh
-	KUBECONFIG=$(TESTBED)/kubeconfig bash hack/testbed/install.sh
 	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) cargo bench --features e2e --bench controller

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use harness::{Controller, ControllerOpts, TestNamespace, admin, eventually};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use sluice::api::EventTopic;
 
@@ -222,17 +222,5 @@ async fn main() {
     );
     println!("{:<58} {:>14.0}", "steady state: broker writes in 30s", writes);
 
-    api.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete topics");
-    eventually("topics deleted", Duration::from_secs(600), || async {
-        api.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
-    ns.delete().await;
+    ns.teardown().await;
 }

@@ -299,7 +299,7 @@ async fn invalid_objects_are_refused_with_a_message_that_says_what_to_fix() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    ns.delete().await;
+    ns.teardown().await;
 }
 
 #[tokio::test]
@@ -349,5 +349,5 @@ async fn the_documented_examples_are_accepted_with_their_defaults() {
             assert_eq!(created.data["spec"]["deletionPolicy"], "Delete");
         }
     }
-    ns.delete().await;
+    ns.teardown().await;
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use serde_json::{Value, json};
 use sluice::api::EventTopic;
 
@@ -100,18 +100,5 @@ async fn the_controller_survives_a_broker_outage_and_converges_by_itself() {
         "durable exchange survived the restart"
     );
 
-    for name in ["early", "during"] {
-        topics.delete(name, &DeleteParams::default()).await.expect("delete");
-    }
-    eventually("topics deleted", WAIT, || async {
-        topics
-            .list(&kube::api::ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
-    ns.delete().await;
+    ns.teardown().await;
 }

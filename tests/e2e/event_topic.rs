@@ -42,18 +42,6 @@ async fn wait_condition(ns: &TestNamespace, name: &str, type_: &str, status: &st
     .await
 }
 
-fn kubectl_wait_ready(ns: &TestNamespace, name: &str) {
-    let (ok, out) = kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("eventtopic/{name}"),
-        "-n",
-        &ns.name,
-        "--timeout=60s",
-    ]);
-    assert!(ok, "kubectl wait for {name}: {out}");
-}
-
 async fn gone(ns: &TestNamespace, name: &str) {
     eventually(&format!("{name} to be deleted"), WAIT, || async {
         get_json(ns, name).await.is_none().then_some(())
@@ -78,7 +66,7 @@ async fn a_topic_becomes_a_durable_exchange_that_keeps_unroutable_events() {
         .create(&PostParams::default(), &topic("orders", spec))
         .await
         .expect("create topic");
-    kubectl_wait_ready(&ns, "orders");
+    ns.wait_ready("eventtopic/orders");
 
     // The broker holds exactly what DESIGN.md promises.
     let rabbit = Rabbit::new();
@@ -213,7 +201,7 @@ async fn a_topic_becomes_a_durable_exchange_that_keeps_unroutable_events() {
         "alternate exchange deleted"
     );
     assert!(rabbit.queue(&unroutable).await.is_none(), "unroutable queue deleted");
-    ns.delete().await;
+    ns.teardown().await;
 }
 
 #[tokio::test]
@@ -230,7 +218,7 @@ async fn objects_deleted_out_of_band_come_back_and_are_counted() {
         .create(&PostParams::default(), &topic("payments", json!({"type": "direct"})))
         .await
         .expect("create");
-    kubectl_wait_ready(&ns, "payments");
+    ns.wait_ready("eventtopic/payments");
     let repairs = r#"sluice_drift_repairs_total{kind="EventTopic"}"#;
     assert_eq!(ctl.metric(repairs).await, Some(0.0));
 
@@ -272,7 +260,7 @@ async fn objects_deleted_out_of_band_come_back_and_are_counted() {
         .await
         .expect("delete");
     gone(&ns, "payments").await;
-    ns.delete().await;
+    ns.teardown().await;
 }
 
 #[tokio::test]
@@ -287,7 +275,7 @@ async fn retain_keeps_the_exchange_after_the_topic_is_gone() {
         .create(&PostParams::default(), &topic("audit", spec))
         .await
         .expect("create");
-    kubectl_wait_ready(&ns, "audit");
+    ns.wait_ready("eventtopic/audit");
 
     ns.api::<EventTopic>()
         .delete("audit", &DeleteParams::default())
@@ -310,7 +298,7 @@ async fn retain_keeps_the_exchange_after_the_topic_is_gone() {
     rabbit.delete_exchange(&exchange).await;
     rabbit.delete_exchange(&format!("{exchange}.unroutable")).await;
     rabbit.delete_queue(&format!("{exchange}.unroutable")).await;
-    ns.delete().await;
+    ns.teardown().await;
 }
 
 #[tokio::test]
@@ -343,7 +331,7 @@ async fn a_topic_can_use_its_own_broker_secret_and_waits_for_it() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("create secret");
-    kubectl_wait_ready(&ns, "invoices");
+    ns.wait_ready("eventtopic/invoices");
     let obj = get_json(&ns, "invoices").await.expect("topic");
     assert_eq!(obj["status"]["broker"], format!("{}/team-rabbit", ns.name));
     assert_eq!(
@@ -363,7 +351,7 @@ async fn a_topic_can_use_its_own_broker_secret_and_waits_for_it() {
             .await
             .is_none()
     );
-    ns.delete().await;
+    ns.teardown().await;
 }
 
 #[tokio::test]
@@ -400,5 +388,5 @@ async fn an_exchange_the_broker_already_has_with_another_type_stalls_with_the_re
     gone(&ns, "clash").await;
     assert_eq!(rabbit.exchange(&exchange).await.expect("still there")["type"], "fanout");
     rabbit.delete_exchange(&exchange).await;
-    ns.delete().await;
+    ns.teardown().await;
 }

@@ -128,8 +128,40 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Deletes the namespace (its resources must be gone or deletable by a running controller).
-    pub async fn delete(self) {
+    /// `kubectl wait --for=condition=Ready` on `resource` (e.g. `eventtopic/orders`).
+    pub fn wait_ready(&self, resource: &str) {
+        let (ok, out) = kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            resource,
+            "-n",
+            &self.name,
+            "--timeout=60s",
+        ]);
+        assert!(ok, "kubectl wait for {resource}: {out}");
+    }
+
+    /// Deletes the topics left in the namespace, waits until the (still running) controller
+    /// has released them, then deletes the namespace.
+    pub async fn teardown(self) {
+        let topics = self.api::<EventTopic>();
+        let _ = topics
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        eventually(
+            "the namespace's topics to be deleted",
+            Duration::from_secs(60),
+            || async {
+                topics
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty()
+                    .then_some(())
+            },
+        )
+        .await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::default())
             .await;

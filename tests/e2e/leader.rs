@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 use sluice::api::EventTopic;
 
@@ -26,18 +26,6 @@ fn holder(lease: &str) -> String {
     ]);
     assert!(ok, "{out}");
     out.trim().to_owned()
-}
-
-fn wait_ready(ns: &TestNamespace, name: &str) {
-    let (ok, out) = kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("eventtopic/{name}"),
-        "-n",
-        &ns.name,
-        "--timeout=60s",
-    ]);
-    assert!(ok, "{out}");
 }
 
 #[tokio::test]
@@ -63,7 +51,7 @@ async fn a_standby_takes_over_within_the_lease_time() {
         .create(&PostParams::default(), &topic("one", json!({})))
         .await
         .expect("create");
-    wait_ready(&ns, "one");
+    ns.wait_ready("eventtopic/one");
 
     // SIGKILL: no release, the standby must wait for the lease to expire, then take over.
     first.kill();
@@ -79,7 +67,7 @@ async fn a_standby_takes_over_within_the_lease_time() {
         .create(&PostParams::default(), &topic("two", json!({})))
         .await
         .expect("create");
-    wait_ready(&ns, "two");
+    ns.wait_ready("eventtopic/two");
 
     // SIGTERM: a clean exit that releases the lease for the next replica.
     let mut second = second;
@@ -97,21 +85,5 @@ async fn a_standby_takes_over_within_the_lease_time() {
     third.wait_leader().await;
     assert_eq!(holder(&opts.lease), format!("e2e-{}", third.admin.port()));
 
-    for name in ["one", "two"] {
-        ns.api::<EventTopic>()
-            .delete(name, &DeleteParams::default())
-            .await
-            .expect("delete");
-    }
-    eventually("topics deleted", Duration::from_secs(60), || async {
-        ns.api::<EventTopic>()
-            .list(&kube::api::ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
-    ns.delete().await;
+    ns.teardown().await;
 }
