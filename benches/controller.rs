@@ -21,10 +21,7 @@ use sluice::api::EventTopic;
 const MGMT: &str = "http://127.0.0.1:15672/api";
 
 fn topics() -> usize {
-    std::env::var("SLUICE_BENCH_TOPICS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
+    std::env::var("SLUICE_BENCH_TOPICS").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
 }
 
 /// Baseline: the same four objects per topic declared straight through the management API,
@@ -52,11 +49,7 @@ async fn raw_declare(prefix: &str, n: usize) -> Duration {
                         assert!(r.is_ok_and(|r| r.status().is_success()), "baseline declare failed");
                     }
                 };
-                put(
-                    format!("exchanges/%2f/{}", enc(&ae)),
-                    json!({"type": "fanout", "durable": true}),
-                )
-                .await;
+                put(format!("exchanges/%2f/{}", enc(&ae)), json!({"type": "fanout", "durable": true})).await;
                 put(
                     format!("exchanges/%2f/{}", enc(&x)),
                     json!({"type": "topic", "durable": true, "arguments": {"alternate-exchange": ae}}),
@@ -88,11 +81,7 @@ async fn raw_declare(prefix: &str, n: usize) -> Duration {
                     format!("exchanges/%2f/{x}.unroutable"),
                     format!("queues/%2f/{x}.unroutable"),
                 ] {
-                    let _ = http
-                        .delete(format!("{MGMT}/{path}"))
-                        .basic_auth("guest", Some("guest"))
-                        .send()
-                        .await;
+                    let _ = http.delete(format!("{MGMT}/{path}")).basic_auth("guest", Some("guest")).send().await;
                 }
             }
         })
@@ -101,11 +90,7 @@ async fn raw_declare(prefix: &str, n: usize) -> Duration {
 }
 
 fn sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 /// Creates `n` topics and returns how long it took until every one was Ready.
@@ -130,9 +115,7 @@ async fn apply_and_wait(api: &kube::Api<EventTopic>, n: usize) -> Duration {
             .items
             .iter()
             .filter(|t| {
-                t.status
-                    .as_ref()
-                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
             .count();
         (ready == n).then_some(())
@@ -151,11 +134,7 @@ async fn steady_state(ctl: &Controller, window: Duration) -> (f64, f64, f64) {
         .iter()
         .map(|op| delta(&format!("sluice_broker_requests_total{{operation=\"{op}\"")))
         .sum::<f64>();
-    (
-        delta("sluice_reconcile_total"),
-        delta("sluice_broker_requests_total"),
-        writes,
-    )
+    (delta("sluice_reconcile_total"), delta("sluice_broker_requests_total"), writes)
 }
 
 #[tokio::main]
@@ -167,10 +146,7 @@ async fn main() {
 
     let raw = raw_declare(&format!("bench-raw-{}", harness::random_suffix()), n).await;
 
-    let ctl = Controller::start(&ControllerOpts {
-        resync: "10s",
-        ..ControllerOpts::new("bench")
-    });
+    let ctl = Controller::start(&ControllerOpts { resync: "10s", ..ControllerOpts::new("bench") });
     ctl.wait_leader().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle = ctl.rss_kib();
@@ -185,41 +161,14 @@ async fn main() {
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!("\nController (EventTopic), {n} topics, one run on this machine");
     println!("{:<58} {:>14}", "figure", "value");
-    println!(
-        "{:<58} {:>14.2}",
-        "baseline: declare the same objects via the management API (s)",
-        raw.as_secs_f64()
-    );
-    println!(
-        "{:<58} {:>14.2}",
-        "operator: apply -> every topic Ready (s)",
-        converge.as_secs_f64()
-    );
-    println!(
-        "{:<58} {:>14.2}",
-        "ratio operator / baseline",
-        converge.as_secs_f64() / raw.as_secs_f64()
-    );
+    println!("{:<58} {:>14.2}", "baseline: declare the same objects via the management API (s)", raw.as_secs_f64());
+    println!("{:<58} {:>14.2}", "operator: apply -> every topic Ready (s)", converge.as_secs_f64());
+    println!("{:<58} {:>14.2}", "ratio operator / baseline", converge.as_secs_f64() / raw.as_secs_f64());
     println!("{:<58} {:>14.1}", "controller RSS idle (MiB)", mib(rss_idle));
-    println!(
-        "{:<58} {:>14.1}",
-        format!("controller RSS with {n} topics Ready (MiB)"),
-        mib(rss_loaded)
-    );
-    println!(
-        "{:<58} {:>14.1}",
-        "controller RSS after 30s of resyncs (MiB)",
-        mib(rss_steady)
-    );
-    println!(
-        "{:<58} {:>14.0}",
-        "steady state: reconciles in 30s (resync 10s)", reconciles
-    );
-    println!(
-        "{:<58} {:>14.2}",
-        "steady state: management API calls per reconcile",
-        requests / reconciles.max(1.0)
-    );
+    println!("{:<58} {:>14.1}", format!("controller RSS with {n} topics Ready (MiB)"), mib(rss_loaded));
+    println!("{:<58} {:>14.1}", "controller RSS after 30s of resyncs (MiB)", mib(rss_steady));
+    println!("{:<58} {:>14.0}", "steady state: reconciles in 30s (resync 10s)", reconciles);
+    println!("{:<58} {:>14.2}", "steady state: management API calls per reconcile", requests / reconciles.max(1.0));
     println!("{:<58} {:>14.0}", "steady state: broker writes in 30s", writes);
 
     ns.teardown().await;

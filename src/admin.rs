@@ -39,34 +39,21 @@ pub async fn serve(
         .with_state(AdminState { registry, readiness });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "Admin server listening.");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does); the classic text format otherwise.
 async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
     let mut body = String::new();
     if encode(&mut body, &state.registry).is_err() {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            String::new(),
-        );
+        return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new());
     }
     let wants_openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     if wants_openmetrics {
-        (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
     } else {
         (
             StatusCode::OK,

@@ -8,6 +8,8 @@ root=$(cd "$here/../.." && pwd)
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { echo "build-bins: $*" >&2; }
+began=$(date +%s)
+built=""
 
 k8s_dir=$BIN_CACHE/kubernetes-$K8S_VERSION
 if [ ! -x "$k8s_dir/kubectl" ]; then
@@ -25,7 +27,7 @@ if [ ! -x "$k8s_dir/kubectl" ]; then
     -o "$k8s_dir.tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
   rm -rf "$k8s_dir" && mv "$k8s_dir.tmp" "$k8s_dir"
-  log "kubernetes binaries built in $(( $(date +%s) - start ))s"
+  log "kubernetes binaries built in $(( $(date +%s) - start ))s"; built=1
 fi
 
 etcd_dir=$BIN_CACHE/etcd-$ETCD_VERSION
@@ -33,22 +35,24 @@ if [ ! -x "$etcd_dir/etcd" ]; then
   log "building etcd $ETCD_VERSION"
   mkdir -p "$etcd_dir.tmp"
   (cd "$root/tools/etcd-bin" && go build -trimpath -ldflags "-s -w" -o "$etcd_dir.tmp/etcd" go.etcd.io/etcd/server/v3)
-  rm -rf "$etcd_dir" && mv "$etcd_dir.tmp" "$etcd_dir"
+  rm -rf "$etcd_dir" && mv "$etcd_dir.tmp" "$etcd_dir"; built=1
 fi
 
 kwok_dir=$BIN_CACHE/kwok-$KWOK_VERSION
 if [ ! -x "$kwok_dir/kwok" ]; then
   log "building kwok $KWOK_VERSION"
   GOBIN="$kwok_dir.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-  rm -rf "$kwok_dir" && mv "$kwok_dir.tmp" "$kwok_dir"
+  rm -rf "$kwok_dir" && mv "$kwok_dir.tmp" "$kwok_dir"; built=1
 fi
 
 helm_dir=$BIN_CACHE/helm-$HELM_VERSION
 if [ ! -x "$helm_dir/helm" ]; then
   log "building helm $HELM_VERSION"
   GOBIN="$helm_dir.tmp" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
-  rm -rf "$helm_dir" && mv "$helm_dir.tmp" "$helm_dir"
+  rm -rf "$helm_dir" && mv "$helm_dir.tmp" "$helm_dir"; built=1
 fi
+
+[ -z "$built" ] || log "all binaries ready in $(( $(date +%s) - began ))s"
 
 # One directory on PATH for the scripts and tests.
 mkdir -p "$BIN_CACHE/current"

@@ -24,11 +24,7 @@ use super::common::{LocalObjectReference, any_value_schema, conditions_schema};
     printcolumn(name = "Topic", type_ = "string", json_path = ".spec.topicRef.name"),
     printcolumn(name = "Current", type_ = "string", json_path = ".spec.current"),
     printcolumn(name = "Enforcement", type_ = "string", json_path = ".spec.enforcement"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.versions.exists(v, v.name == self.current)").message("spec.current must be the name of one of spec.versions"))]

@@ -23,10 +23,5 @@ pub const VERSION_NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]*$";
 
 /// The CustomResourceDefinitions of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        EventTopic::crd(),
-        Subscription::crd(),
-        Webhook::crd(),
-        ApiVersionPolicy::crd(),
-    ]
+    vec![EventTopic::crd(), Subscription::crd(), Webhook::crd(), ApiVersionPolicy::crd()]
 }

@@ -140,18 +140,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            schedule: default_schedule(),
-        }
+        Self { schedule: default_schedule() }
     }
 }
 
 /// The default retry ladder: 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h.
 pub fn default_schedule() -> Vec<GoDuration> {
-    ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
-        .into_iter()
-        .map(GoDuration::new)
-        .collect()
+    ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"].into_iter().map(GoDuration::new).collect()
 }
 
 /// Limits of a Subscription's work queue.

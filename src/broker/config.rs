@@ -58,10 +58,7 @@ impl BrokerConfig {
         let amqp_text = text("uri")?.ok_or(ConfigError::MissingKey("uri"))?;
         let mut amqp = parse_url("uri", &amqp_text)?;
         if !matches!(amqp.scheme(), "amqp" | "amqps") {
-            return Err(ConfigError::WrongScheme {
-                key: "uri",
-                expected: "amqp or amqps",
-            });
+            return Err(ConfigError::WrongScheme { key: "uri", expected: "amqp or amqps" });
         }
         let mut management = if let Some(t) = text("managementUri")? {
             parse_url("managementUri", &t)?
@@ -71,10 +68,7 @@ impl BrokerConfig {
             parse_url("uri", &format!("{scheme}://{host}:15672/"))?
         };
         if !matches!(management.scheme(), "http" | "https") {
-            return Err(ConfigError::WrongScheme {
-                key: "managementUri",
-                expected: "http or https",
-            });
+            return Err(ConfigError::WrongScheme { key: "managementUri", expected: "http or https" });
         }
 
         // Explicit keys win over credentials embedded in either URI.
@@ -101,13 +95,7 @@ impl BrokerConfig {
             let path = format!("{}/", management.path());
             management.set_path(&path);
         }
-        Ok(Self {
-            amqp_uri: amqp.to_string(),
-            management_url: management,
-            username,
-            password,
-            vhost,
-        })
+        Ok(Self { amqp_uri: amqp.to_string(), management_url: management, username, password, vhost })
     }
 
     /// A short, credential-free description for logs and status.
@@ -117,10 +105,7 @@ impl BrokerConfig {
 }
 
 fn parse_url(key: &'static str, text: &str) -> Result<Url, ConfigError> {
-    Url::parse(text).map_err(|e| ConfigError::InvalidUrl {
-        key,
-        reason: e.to_string(),
-    })
+    Url::parse(text).map_err(|e| ConfigError::InvalidUrl { key, reason: e.to_string() })
 }
 
 fn userinfo(url: &Url) -> (Option<String>, Option<String>) {
@@ -133,11 +118,7 @@ fn userinfo(url: &Url) -> (Option<String>, Option<String>) {
 /// The vhost of an AMQP URI: the path without its leading slash, percent-decoded; `/` when empty.
 fn amqp_vhost(url: &Url) -> String {
     let path = url.path().strip_prefix('/').unwrap_or("");
-    if path.is_empty() {
-        "/".to_owned()
-    } else {
-        percent_decode_str(path).decode_utf8_lossy().into_owned()
-    }
+    if path.is_empty() { "/".to_owned() } else { percent_decode_str(path).decode_utf8_lossy().into_owned() }
 }
 
 #[cfg(test)]
@@ -145,10 +126,7 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()
     }
 
     #[test]
@@ -173,10 +151,7 @@ mod tests {
             ("password", "pw"),
         ]))
         .unwrap();
-        assert_eq!(
-            (c.username.as_str(), c.password.as_str(), c.vhost.as_str()),
-            ("ops", "pw", "shop")
-        );
+        assert_eq!((c.username.as_str(), c.password.as_str(), c.vhost.as_str()), ("ops", "pw", "shop"));
         assert_eq!(c.management_url.as_str(), "https://rabbit.example:15672/");
         assert_eq!(c.amqp_uri, "amqps://ops:pw@rabbit.example/shop");
     }
@@ -193,9 +168,6 @@ mod tests {
         let missing = BrokerConfig::from_secret_data(&data(&[("managementUri", "http://h")]));
         assert_eq!(missing.unwrap_err().to_string(), "key \"uri\" is missing");
         let scheme = BrokerConfig::from_secret_data(&data(&[("uri", "http://h")]));
-        assert_eq!(
-            scheme.unwrap_err().to_string(),
-            "key \"uri\" must use scheme amqp or amqps"
-        );
+        assert_eq!(scheme.unwrap_err().to_string(), "key \"uri\" must use scheme amqp or amqps");
     }
 }

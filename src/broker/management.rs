@@ -119,84 +119,39 @@ impl ManagementClient {
 
     /// Checks the credentials and that the API answers.
     pub async fn whoami(&self) -> Result<(), BrokerError> {
-        self.send::<Value>("whoami", Method::GET, &["whoami"], None::<&()>)
-            .await
-            .map(|_| ())
+        self.send_unit("whoami", Method::GET, &["whoami"], None::<&()>).await
     }
 
     pub async fn get_exchange(&self, name: &str) -> Result<Option<ExchangeInfo>, BrokerError> {
-        self.send(
-            "exchange.get",
-            Method::GET,
-            &["exchanges", &self.vhost, name],
-            None::<&()>,
-        )
-        .await
+        self.send("exchange.get", Method::GET, &["exchanges", &self.vhost, name], None::<&()>).await
     }
 
     pub async fn put_exchange(&self, name: &str, kind: &str, arguments: &Arguments) -> Result<(), BrokerError> {
-        let body = ExchangeBody {
-            kind,
-            durable: true,
-            auto_delete: false,
-            internal: false,
-            arguments,
-        };
-        self.send::<Value>(
-            "exchange.put",
-            Method::PUT,
-            &["exchanges", &self.vhost, name],
-            Some(&body),
-        )
-        .await
-        .map(|_| ())
+        let body = ExchangeBody { kind, durable: true, auto_delete: false, internal: false, arguments };
+        self.send_unit("exchange.put", Method::PUT, &["exchanges", &self.vhost, name], Some(&body)).await
     }
 
     pub async fn delete_exchange(&self, name: &str) -> Result<(), BrokerError> {
-        self.send::<Value>(
-            "exchange.delete",
-            Method::DELETE,
-            &["exchanges", &self.vhost, name],
-            None::<&()>,
-        )
-        .await
-        .map(|_| ())
+        self.send_unit("exchange.delete", Method::DELETE, &["exchanges", &self.vhost, name], None::<&()>).await
     }
 
     pub async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, BrokerError> {
-        self.send("queue.get", Method::GET, &["queues", &self.vhost, name], None::<&()>)
-            .await
+        self.send("queue.get", Method::GET, &["queues", &self.vhost, name], None::<&()>).await
     }
 
     pub async fn put_queue(&self, name: &str, arguments: &Arguments) -> Result<(), BrokerError> {
-        let body = QueueBody {
-            durable: true,
-            auto_delete: false,
-            arguments,
-        };
-        self.send::<Value>("queue.put", Method::PUT, &["queues", &self.vhost, name], Some(&body))
-            .await
-            .map(|_| ())
+        let body = QueueBody { durable: true, auto_delete: false, arguments };
+        self.send_unit("queue.put", Method::PUT, &["queues", &self.vhost, name], Some(&body)).await
     }
 
     pub async fn delete_queue(&self, name: &str) -> Result<(), BrokerError> {
-        self.send::<Value>(
-            "queue.delete",
-            Method::DELETE,
-            &["queues", &self.vhost, name],
-            None::<&()>,
-        )
-        .await
-        .map(|_| ())
+        self.send_unit("queue.delete", Method::DELETE, &["queues", &self.vhost, name], None::<&()>).await
     }
 
     /// Bindings from `exchange` to `queue`; empty when either is missing.
     pub async fn list_bindings(&self, exchange: &str, queue: &str) -> Result<Vec<BindingInfo>, BrokerError> {
         let path = ["bindings", &self.vhost, "e", exchange, "q", queue];
-        Ok(self
-            .send("binding.list", Method::GET, &path, None::<&()>)
-            .await?
-            .unwrap_or_default())
+        Ok(self.send("binding.list", Method::GET, &path, None::<&()>).await?.unwrap_or_default())
     }
 
     pub async fn create_binding(
@@ -208,16 +163,23 @@ impl ManagementClient {
     ) -> Result<(), BrokerError> {
         let body = BindingBody { routing_key, arguments };
         let path = ["bindings", &self.vhost, "e", exchange, "q", queue];
-        self.send::<Value>("binding.create", Method::POST, &path, Some(&body))
-            .await
-            .map(|_| ())
+        self.send_unit("binding.create", Method::POST, &path, Some(&body)).await
     }
 
     pub async fn delete_binding(&self, exchange: &str, queue: &str, properties_key: &str) -> Result<(), BrokerError> {
         let path = ["bindings", &self.vhost, "e", exchange, "q", queue, properties_key];
-        self.send::<Value>("binding.delete", Method::DELETE, &path, None::<&()>)
-            .await
-            .map(|_| ())
+        self.send_unit("binding.delete", Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// Sends a request whose answer carries nothing we need.
+    async fn send_unit(
+        &self,
+        operation: &'static str,
+        method: Method,
+        segments: &[&str],
+        body: Option<&impl Serialize>,
+    ) -> Result<(), BrokerError> {
+        self.send::<Value>(operation, method, segments, body).await.map(|_| ())
     }
 
     /// Sends one request. A 404 is `Ok(None)`: reads report "missing", deletes are idempotent.
@@ -241,66 +203,44 @@ impl ManagementClient {
         body: Option<&impl Serialize>,
     ) -> Result<Option<T>, BrokerError> {
         let object = segments.last().copied().unwrap_or_default().to_owned();
-        let path: Vec<String> = segments
-            .iter()
-            .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-            .collect();
+        let path: Vec<String> = segments.iter().map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect();
         let url = format!("{}api/{}", self.base, path.join("/"));
-        let mut request = self
-            .http
-            .request(method, url)
-            .basic_auth(&self.username, Some(&self.password));
+        let mut request = self.http.request(method, url).basic_auth(&self.username, Some(&self.password));
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|source| BrokerError::Unreachable {
-            endpoint: self.base.to_string(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| BrokerError::Unreachable { endpoint: self.base.to_string(), source })?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(BrokerError::Unauthorized {
-                user: self.username.clone(),
-                status: status.as_u16(),
-            });
+            return Err(BrokerError::Unauthorized { user: self.username.clone(), status: status.as_u16() });
         }
         if status.is_server_error() {
-            return Err(BrokerError::ServerError {
-                operation,
-                object,
-                status: status.as_u16(),
-            });
+            return Err(BrokerError::ServerError { operation, object, status: status.as_u16() });
         }
         if !status.is_success() {
             let reason = match response.json::<ErrorBody>().await {
-                Ok(ErrorBody {
-                    reason: Value::String(s),
-                }) => s,
+                Ok(ErrorBody { reason: Value::String(s) }) => s,
                 Ok(ErrorBody { reason }) => reason.to_string(),
                 Err(_) => status.to_string(),
             };
-            return Err(BrokerError::Refused {
-                operation,
-                object,
-                status: status.as_u16(),
-                reason,
-            });
+            return Err(BrokerError::Refused { operation, object, status: status.as_u16(), reason });
         }
         if status == StatusCode::NO_CONTENT || status == StatusCode::CREATED {
             return Ok(serde_json::from_value(Value::Null).ok());
         }
-        let bytes = response.bytes().await.map_err(|source| BrokerError::Unreachable {
-            endpoint: self.base.to_string(),
-            source,
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| BrokerError::Unreachable { endpoint: self.base.to_string(), source })?;
         if bytes.is_empty() {
             return Ok(serde_json::from_value(Value::Null).ok());
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| BrokerError::Decode { operation, source })
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| BrokerError::Decode { operation, source })
     }
 }

@@ -26,18 +26,9 @@ pub enum BrokerError {
     )]
     Unauthorized { user: String, status: u16 },
     #[error("broker failed to {operation} {object:?} (HTTP {status})")]
-    ServerError {
-        operation: &'static str,
-        object: String,
-        status: u16,
-    },
+    ServerError { operation: &'static str, object: String, status: u16 },
     #[error("broker refused to {operation} {object:?} (HTTP {status}): {reason}")]
-    Refused {
-        operation: &'static str,
-        object: String,
-        status: u16,
-        reason: String,
-    },
+    Refused { operation: &'static str, object: String, status: u16, reason: String },
     #[error(
         "{object} already exists on the broker with other settings ({detail}); delete it on the broker or choose another name"
     )]
@@ -70,9 +61,6 @@ impl BrokerError {
 
     /// Whether a human has to act before this can succeed (kstatus `Stalled`).
     pub fn needs_human(&self) -> bool {
-        matches!(
-            self,
-            Self::Unauthorized { .. } | Self::Refused { .. } | Self::Conflict { .. }
-        )
+        matches!(self, Self::Unauthorized { .. } | Self::Refused { .. } | Self::Conflict { .. })
     }
 }

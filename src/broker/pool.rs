@@ -198,16 +198,9 @@ impl Brokers {
                 name: name.to_owned(),
                 source,
             })?
-            .ok_or_else(|| ResolveError::SecretMissing {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            })?;
+            .ok_or_else(|| ResolveError::SecretMissing { namespace: namespace.to_owned(), name: name.to_owned() })?;
         let config = BrokerConfig::from_secret_data(&secret.data.unwrap_or_default()).map_err(|source| {
-            ResolveError::SecretInvalid {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                source,
-            }
+            ResolveError::SecretInvalid { namespace: namespace.to_owned(), name: name.to_owned(), source }
         })?;
 
         if let Some(existing) = self.lookup(key).filter(|b| b.config == config) {
@@ -231,12 +224,7 @@ impl Brokers {
             entries.insert(key.clone(), broker.clone());
         }
         info!(broker = %key, endpoint = %broker.config.endpoint(), up = broker.is_up(), "Broker configured.");
-        tokio::spawn(monitor(
-            self.clone(),
-            Arc::downgrade(&broker),
-            broker.stop.clone(),
-            link,
-        ));
+        tokio::spawn(monitor(self.clone(), Arc::downgrade(&broker), broker.stop.clone(), link));
         Ok(broker)
     }
 
@@ -259,9 +247,7 @@ impl Brokers {
 
     fn retire(&self, broker: &Broker) {
         if let Ok(mut entries) = self.entries.lock()
-            && entries
-                .get(&broker.key)
-                .is_some_and(|b| std::ptr::eq(Arc::as_ptr(b), broker))
+            && entries.get(&broker.key).is_some_and(|b| std::ptr::eq(Arc::as_ptr(b), broker))
         {
             entries.remove(&broker.key);
             self.metrics.forget_broker(&broker.key.to_string());

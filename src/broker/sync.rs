@@ -66,12 +66,8 @@ async fn sync_exchange(client: &ManagementClient, want: &Exchange, report: &mut 
             report.created.push(format!("exchange {}", want.name));
             Ok(())
         }
-        Some(have) => exchange_conflict(want, &have).map_or(Ok(()), |detail| {
-            Err(BrokerError::Conflict {
-                object: format!("exchange {}", want.name),
-                detail,
-            })
-        }),
+        Some(have) => exchange_conflict(want, &have)
+            .map_or(Ok(()), |detail| Err(BrokerError::Conflict { object: format!("exchange {}", want.name), detail })),
     }
 }
 
@@ -84,11 +80,7 @@ pub fn exchange_conflict(want: &Exchange, have: &ExchangeInfo) -> Option<String>
         return Some("it is not a plain durable exchange".to_owned());
     }
     if have.arguments != want.arguments {
-        return Some(format!(
-            "arguments are {}, want {}",
-            json(&have.arguments),
-            json(&want.arguments)
-        ));
+        return Some(format!("arguments are {}, want {}", json(&have.arguments), json(&want.arguments)));
     }
     None
 }
@@ -100,12 +92,8 @@ async fn sync_queue(client: &ManagementClient, want: &Queue, report: &mut SyncRe
             report.created.push(format!("queue {}", want.name));
             Ok(())
         }
-        Some(have) => queue_conflict(want, &have).map_or(Ok(()), |detail| {
-            Err(BrokerError::Conflict {
-                object: format!("queue {}", want.name),
-                detail,
-            })
-        }),
+        Some(have) => queue_conflict(want, &have)
+            .map_or(Ok(()), |detail| Err(BrokerError::Conflict { object: format!("queue {}", want.name), detail })),
     }
 }
 
@@ -116,11 +104,7 @@ pub fn queue_conflict(want: &Queue, have: &QueueInfo) -> Option<String> {
         return Some("it is not a durable queue".to_owned());
     }
     if want.arguments.iter().any(|(k, v)| have.arguments.get(k) != Some(v)) {
-        return Some(format!(
-            "arguments are {}, want {}",
-            json(&have.arguments),
-            json(&want.arguments)
-        ));
+        return Some(format!("arguments are {}, want {}", json(&have.arguments), json(&want.arguments)));
     }
     None
 }
@@ -130,19 +114,11 @@ async fn sync_binding(client: &ManagementClient, want: &Binding, report: &mut Sy
     let present = existing.iter().any(|b| {
         b.routing_key == want.routing_key
             && b.arguments.len() == want.arguments.len()
-            && want
-                .arguments
-                .iter()
-                .all(|(k, v)| b.arguments.get(k).and_then(Value::as_str) == Some(v))
+            && want.arguments.iter().all(|(k, v)| b.arguments.get(k).and_then(Value::as_str) == Some(v))
     });
     if !present {
-        client
-            .create_binding(&want.source, &want.queue, &want.routing_key, &want.arguments)
-            .await?;
-        report.created.push(format!(
-            "binding {} -> {} ({:?})",
-            want.source, want.queue, want.routing_key
-        ));
+        client.create_binding(&want.source, &want.queue, &want.routing_key, &want.arguments).await?;
+        report.created.push(format!("binding {} -> {} ({:?})", want.source, want.queue, want.routing_key));
     }
     Ok(())
 }
@@ -157,37 +133,20 @@ mod tests {
     use crate::topology::Arguments;
 
     fn info(kind: &str, arguments: Arguments) -> ExchangeInfo {
-        ExchangeInfo {
-            kind: kind.to_owned(),
-            durable: true,
-            auto_delete: false,
-            internal: false,
-            arguments,
-        }
+        ExchangeInfo { kind: kind.to_owned(), durable: true, auto_delete: false, internal: false, arguments }
     }
 
     #[test]
     fn an_identical_exchange_is_no_conflict() {
         let args = Arguments::from([("alternate-exchange".to_owned(), Value::from("ae"))]);
-        let want = Exchange {
-            name: "x".into(),
-            kind: "topic",
-            arguments: args.clone(),
-        };
+        let want = Exchange { name: "x".into(), kind: "topic", arguments: args.clone() };
         assert_eq!(exchange_conflict(&want, &info("topic", args)), None);
     }
 
     #[test]
     fn a_different_type_or_argument_is_a_conflict_that_says_what_differs() {
-        let want = Exchange {
-            name: "x".into(),
-            kind: "topic",
-            arguments: Arguments::new(),
-        };
-        assert_eq!(
-            exchange_conflict(&want, &info("fanout", Arguments::new())).unwrap(),
-            "type is fanout, want topic"
-        );
+        let want = Exchange { name: "x".into(), kind: "topic", arguments: Arguments::new() };
+        assert_eq!(exchange_conflict(&want, &info("fanout", Arguments::new())).unwrap(), "type is fanout, want topic");
         let args = Arguments::from([("alternate-exchange".to_owned(), Value::from("other"))]);
         assert_eq!(
             exchange_conflict(&want, &info("topic", args)).unwrap(),

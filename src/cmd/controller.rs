@@ -59,9 +59,7 @@ pub struct ControllerArgs {
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
@@ -80,18 +78,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         let (health, brokers) = (health.clone(), brokers.clone());
         Arc::new(move || health.readiness(brokers.default_connected_once())) as admin::ReadinessCheck
     };
-    let admin = tokio::spawn(admin::serve(
-        args.admin_addr,
-        Arc::new(registry),
-        readiness,
-        stop.clone(),
-    ));
+    let admin = tokio::spawn(admin::serve(args.admin_addr, Arc::new(registry), readiness, stop.clone()));
     tokio::spawn(brokers.clone().watch_default(stop.clone()));
 
-    let settings = Settings {
-        resync: args.resync,
-        concurrency: args.concurrency,
-    };
+    let settings = Settings { resync: args.resync, concurrency: args.concurrency };
     let ctx = Context::new(client.clone(), &identity, metrics, brokers, settings);
     if args.leader_elect {
         let lease = LeaseSettings {

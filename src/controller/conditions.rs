@@ -45,11 +45,7 @@ pub struct Conditions {
 impl Conditions {
     /// Starts from the conditions currently in status.
     pub fn from_status(previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Self {
-        Self {
-            items: previous.to_vec(),
-            generation,
-            now,
-        }
+        Self { items: previous.to_vec(), generation, now }
     }
 
     /// Sets one condition, keeping its transition time when the status did not change.
@@ -149,10 +145,7 @@ mod tests {
     #[test]
     fn ready_sets_all_three_kstatus_conditions() {
         let mut c = Conditions::from_status(&[], Some(3), at(100));
-        c.outcome(&Outcome::Ready {
-            reason: "Ready",
-            message: "exchange declared".into(),
-        });
+        c.outcome(&Outcome::Ready { reason: "Ready", message: "exchange declared".into() });
         let v = c.into_vec();
         let by_type = |t: &str| v.iter().find(|c| c.type_ == t).unwrap();
         assert_eq!(by_type(READY).status, "True");
@@ -164,39 +157,24 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Conditions::from_status(&[], Some(1), at(100));
-        c.outcome(&Outcome::Progressing {
-            reason: "BrokerUnavailable",
-            message: "down".into(),
-        });
+        c.outcome(&Outcome::Progressing { reason: "BrokerUnavailable", message: "down".into() });
         let first = c.into_vec();
 
         let mut c = Conditions::from_status(&first, Some(1), at(200));
-        c.outcome(&Outcome::Progressing {
-            reason: "BrokerUnavailable",
-            message: "still down".into(),
-        });
+        c.outcome(&Outcome::Progressing { reason: "BrokerUnavailable", message: "still down".into() });
         let second = c.into_vec();
         assert_eq!(ready_condition(&second).unwrap().last_transition_time, Time(at(100)));
         assert_eq!(ready_condition(&second).unwrap().message, "still down");
 
         let mut c = Conditions::from_status(&second, Some(1), at(300));
-        c.outcome(&Outcome::Ready {
-            reason: "Ready",
-            message: "ok".into(),
-        });
-        assert_eq!(
-            ready_condition(&c.into_vec()).unwrap().last_transition_time,
-            Time(at(300))
-        );
+        c.outcome(&Outcome::Ready { reason: "Ready", message: "ok".into() });
+        assert_eq!(ready_condition(&c.into_vec()).unwrap().last_transition_time, Time(at(300)));
     }
 
     #[test]
     fn stalled_is_true_only_when_a_human_must_act() {
         let mut c = Conditions::from_status(&[], Some(1), at(1));
-        c.outcome(&Outcome::Stalled {
-            reason: "BrokerConflict",
-            message: "type differs".into(),
-        });
+        c.outcome(&Outcome::Stalled { reason: "BrokerConflict", message: "type differs".into() });
         let v = c.into_vec();
         assert_eq!(v.iter().find(|c| c.type_ == STALLED).unwrap().status, "True");
         assert_eq!(v.iter().find(|c| c.type_ == RECONCILING).unwrap().status, "False");
@@ -209,10 +187,7 @@ mod tests {
         assert_eq!(c.get(READY).unwrap().status, "Unknown");
 
         let mut done = Conditions::from_status(&[], Some(1), at(1));
-        done.outcome(&Outcome::Ready {
-            reason: "Ready",
-            message: String::new(),
-        });
+        done.outcome(&Outcome::Ready { reason: "Ready", message: String::new() });
         let mut next = Conditions::from_status(&done.into_vec(), Some(2), at(2));
         next.reconciling("generation 2");
         assert_eq!(next.get(READY).unwrap().status, "True");

@@ -35,10 +35,7 @@ impl From<ResolveError> for Error {
 
 impl Error {
     pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
-        move |source| Self::Kube {
-            action,
-            source: Box::new(source),
-        }
+        move |source| Self::Kube { action, source: Box::new(source) }
     }
 
     /// Bounded reason, PascalCase.

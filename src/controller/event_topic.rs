@@ -63,18 +63,13 @@ async fn mark_reconciling(api: &Api<EventTopic>, topic: &EventTopic) -> Result<(
         return Ok(());
     }
     let mut conditions = Conditions::from_status(&current.conditions, topic.metadata.generation, Timestamp::now());
-    conditions.reconciling(&format!(
-        "Reconciling generation {}",
-        topic.metadata.generation.unwrap_or_default()
-    ));
+    conditions.reconciling(&format!("Reconciling generation {}", topic.metadata.generation.unwrap_or_default()));
     let status = EventTopicStatus {
         observed_generation: topic.metadata.generation,
         conditions: conditions.into_vec(),
         ..current.clone()
     };
-    apply_status(api, &topic.name_any(), Some(&current), &status)
-        .await
-        .map(|_| ())
+    apply_status(api, &topic.name_any(), Some(&current), &status).await.map(|_| ())
 }
 
 /// What a successful sync produced.
@@ -92,14 +87,8 @@ async fn apply(api: &Api<EventTopic>, topic: &EventTopic, ctx: &Context) -> Resu
             reason: "Ready",
             message: format!("Exchange {} is declared on broker {}", c.topology.exchange, c.broker),
         },
-        Err(e) if e.needs_human() => Outcome::Stalled {
-            reason: e.category(),
-            message: e.to_string(),
-        },
-        Err(e) => Outcome::Progressing {
-            reason: e.category(),
-            message: e.to_string(),
-        },
+        Err(e) if e.needs_human() => Outcome::Stalled { reason: e.category(), message: e.to_string() },
+        Err(e) => Outcome::Progressing { reason: e.category(), message: e.to_string() },
     };
     report_events(topic, ctx, &previous, &result, &outcome).await;
 
@@ -129,11 +118,7 @@ async fn converge(topic: &EventTopic, ctx: &Context) -> Result<Converged, Error>
     broker.ensure_up()?;
     let topology = desired(&namespace, &topic.name_any(), topic.spec.exchange_type);
     let report = sync_topology(&broker.management, &topology.topology).await?;
-    Ok(Converged {
-        topology,
-        broker: key.to_string(),
-        report,
-    })
+    Ok(Converged { topology, broker: key.to_string(), report })
 }
 
 /// Every schema in the catalog must compile; dispatchers validate payloads with them.
@@ -166,13 +151,9 @@ async fn report_events(
     match result {
         Ok(c) if c.report.changed() && previous.exchange.is_some() => {
             ctx.metrics.drift_repaired(KIND, c.report.created.len());
-            let note = format!(
-                "Re-created objects missing on the broker: {}",
-                c.report.created.join(", ")
-            );
+            let note = format!("Re-created objects missing on the broker: {}", c.report.created.join(", "));
             info!(repaired = ?c.report.created, "Drift repaired.");
-            ctx.publish(topic, EventType::Warning, "DriftRepaired", "Reconcile", note)
-                .await;
+            ctx.publish(topic, EventType::Warning, "DriftRepaired", "Reconcile", note).await;
         }
         Ok(c) if c.report.changed() => {
             let note = format!(
@@ -182,19 +163,16 @@ async fn report_events(
                 c.topology.alternate_exchange,
                 c.broker
             );
-            ctx.publish(topic, EventType::Normal, "Created", "Reconcile", note)
-                .await;
+            ctx.publish(topic, EventType::Normal, "Created", "Reconcile", note).await;
         }
         Ok(c) if was.is_some_and(|w| w.type_ == READY && w.status == "False") => {
             let note = format!("Exchange {} is available again", c.topology.exchange);
-            ctx.publish(topic, EventType::Normal, "Recovered", "Reconcile", note)
-                .await;
+            ctx.publish(topic, EventType::Normal, "Recovered", "Reconcile", note).await;
         }
         Ok(_) => {}
         Err(e) => {
             if was.is_none_or(|w| w.reason != outcome.reason() || w.status == "True") {
-                ctx.publish(topic, EventType::Warning, e.category(), "Reconcile", e.to_string())
-                    .await;
+                ctx.publish(topic, EventType::Warning, e.category(), "Reconcile", e.to_string()).await;
             }
         }
     }
@@ -204,10 +182,7 @@ async fn cleanup(topic: &EventTopic, ctx: &Context) -> Result<Action, Error> {
     let namespace = topic.namespace().ok_or(Error::NotNamespaced)?;
     let topology = desired(&namespace, &topic.name_any(), topic.spec.exchange_type);
     if topic.spec.deletion_policy == DeletionPolicy::Retain {
-        let note = format!(
-            "Kept exchange {} on the broker (deletionPolicy Retain)",
-            topology.exchange
-        );
+        let note = format!("Kept exchange {} on the broker (deletionPolicy Retain)", topology.exchange);
         ctx.publish(topic, EventType::Normal, "Retained", "Delete", note).await;
         return Ok(Action::await_change());
     }
@@ -217,8 +192,7 @@ async fn cleanup(topic: &EventTopic, ctx: &Context) -> Result<Action, Error> {
         // block namespace deletion, so say so and let it go.
         Err(e @ ResolveError::SecretMissing { .. }) => {
             let note = format!("Left exchange {} on the broker: {e}", topology.exchange);
-            ctx.publish(topic, EventType::Warning, "BrokerSecretMissing", "Delete", note)
-                .await;
+            ctx.publish(topic, EventType::Warning, "BrokerSecretMissing", "Delete", note).await;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e.into()),
@@ -230,20 +204,11 @@ async fn cleanup(topic: &EventTopic, ctx: &Context) -> Result<Action, Error> {
     }
     .await;
     if let Err(e) = deleted {
-        ctx.publish(
-            topic,
-            EventType::Warning,
-            e.category(),
-            "Delete",
-            format!("Cannot delete exchange yet: {e}"),
-        )
-        .await;
+        ctx.publish(topic, EventType::Warning, e.category(), "Delete", format!("Cannot delete exchange yet: {e}"))
+            .await;
         return Err(e);
     }
-    let note = format!(
-        "Deleted exchange {}, its alternate exchange and unroutable queue",
-        topology.exchange
-    );
+    let note = format!("Deleted exchange {}, its alternate exchange and unroutable queue", topology.exchange);
     ctx.publish(topic, EventType::Normal, "Deleted", "Delete", note).await;
     Ok(Action::await_change())
 }
@@ -257,10 +222,7 @@ mod tests {
         CatalogEntry {
             event_type: "order.created".into(),
             description: None,
-            versions: vec![EventVersionSchema {
-                name: "v1".into(),
-                schema: Some(schema),
-            }],
+            versions: vec![EventVersionSchema { name: "v1".into(), schema: Some(schema) }],
         }
     }
 

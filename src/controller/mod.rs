@@ -66,10 +66,7 @@ impl Context {
         brokers: Arc<Brokers>,
         settings: Settings,
     ) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: MANAGER.to_owned(),
-            instance: Some(identity.to_owned()),
-        };
+        let reporter = Reporter { controller: MANAGER.to_owned(), instance: Some(identity.to_owned()) };
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -92,13 +89,8 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
+        let event =
+            Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             warn!(error = %e, reason, "Failed to publish an Event.");
         }
@@ -127,20 +119,12 @@ pub fn backoff_delay(n: u32, jitter: f64) -> Duration {
 }
 
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
+    format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// Shared error policy: an invalid spec waits for the next change; anything else is retried
 /// with per-object exponential backoff.
-#[allow(
-    clippy::needless_pass_by_value,
-    reason = "the signature kube-runtime's Controller::run expects"
-)]
+#[allow(clippy::needless_pass_by_value, reason = "the signature kube-runtime's Controller::run expects")]
 pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = object_key(obj.as_ref());
     if err.awaits_change() {
@@ -170,12 +154,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
 
     ctx.metrics.drift_repaired(event_topic::KIND, 0);
     tokio::spawn(mark_synced(store.clone(), health));
-    tokio::spawn(count_resources(
-        event_topic::KIND,
-        store,
-        ctx.metrics.clone(),
-        stop.clone(),
-    ));
+    tokio::spawn(count_resources(event_topic::KIND, store, ctx.metrics.clone(), stop.clone()));
     info!("Controllers started.");
     controller
         .run(event_topic::reconcile, error_policy, ctx)
@@ -191,10 +170,7 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
 /// The broker an EventTopic lives on.
 pub fn topic_broker(topic: &EventTopic) -> BrokerKey {
     match (&topic.spec.broker, topic.namespace()) {
-        (Some(b), Some(namespace)) => BrokerKey::Secret {
-            namespace,
-            name: b.secret_ref.name.clone(),
-        },
+        (Some(b), Some(namespace)) => BrokerKey::Secret { namespace, name: b.secret_ref.name.clone() },
         _ => BrokerKey::Default,
     }
 }
@@ -209,17 +185,13 @@ fn objects_on_broker<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    tokio_stream::wrappers::BroadcastStream::new(changed)
-        .filter_map(|key| async move { key.ok() })
-        .flat_map(move |key| {
-            let refs: Vec<_> = store
-                .state()
-                .iter()
-                .filter(|o| broker_of(o) == key)
-                .map(|o| ObjectRef::from_obj(o.as_ref()))
-                .collect();
+    tokio_stream::wrappers::BroadcastStream::new(changed).filter_map(|key| async move { key.ok() }).flat_map(
+        move |key| {
+            let refs: Vec<_> =
+                store.state().iter().filter(|o| broker_of(o) == key).map(|o| ObjectRef::from_obj(o.as_ref())).collect();
             futures::stream::iter(refs)
-        })
+        },
+    )
 }
 
 async fn wait_for_crd<K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(

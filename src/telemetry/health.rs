@@ -19,10 +19,7 @@ pub struct Health {
 
 impl Default for Health {
     fn default() -> Self {
-        Self {
-            role: AtomicU8::new(Role::Starting as u8),
-            synced: AtomicBool::new(false),
-        }
+        Self { role: AtomicU8::new(Role::Starting as u8), synced: AtomicBool::new(false) }
     }
 }
 

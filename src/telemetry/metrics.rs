@@ -74,26 +74,14 @@ impl ControllerMetrics {
             broker_requests: BrokerRequestMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
-        r.register(
-            "reconcile",
-            "Reconciles by kind and result (success or error)",
-            metrics.reconciles.clone(),
-        );
+        r.register("reconcile", "Reconciles by kind and result (success or error)", metrics.reconciles.clone());
         r.register(
             "reconcile_errors",
             "Failed reconciles by kind and reason (a bounded error category)",
             metrics.reconcile_errors.clone(),
         );
-        r.register(
-            "reconcile_duration_seconds",
-            "Time one reconcile took",
-            metrics.reconcile_duration.clone(),
-        );
-        r.register(
-            "resources",
-            "Resources by kind and Ready condition status",
-            metrics.resources.clone(),
-        );
+        r.register("reconcile_duration_seconds", "Time one reconcile took", metrics.reconcile_duration.clone());
+        r.register("resources", "Resources by kind and Ready condition status", metrics.resources.clone());
         r.register(
             "broker_up",
             "Whether the broker answers on AMQP and its management API (1) or not (0)",
@@ -114,39 +102,25 @@ impl ControllerMetrics {
 
     /// Starts timing a reconcile of `kind`; call [`ReconcileTimer::finish`] with the outcome.
     pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer<'_> {
-        ReconcileTimer {
-            metrics: self,
-            kind,
-            start: Instant::now(),
-        }
+        ReconcileTimer { metrics: self, kind, start: Instant::now() }
     }
 
     pub fn drift_repaired(&self, kind: &'static str, count: usize) {
-        self.drift_repairs
-            .get_or_create(&KindLabels { kind })
-            .inc_by(count as u64);
+        self.drift_repairs.get_or_create(&KindLabels { kind }).inc_by(count as u64);
     }
 
     pub fn set_broker_up(&self, broker: &str, up: bool) {
-        self.broker_up
-            .get_or_create(&BrokerLabels {
-                broker: broker.to_owned(),
-            })
-            .set(i64::from(up));
+        self.broker_up.get_or_create(&BrokerLabels { broker: broker.to_owned() }).set(i64::from(up));
     }
 
     pub fn forget_broker(&self, broker: &str) {
-        self.broker_up.remove(&BrokerLabels {
-            broker: broker.to_owned(),
-        });
+        self.broker_up.remove(&BrokerLabels { broker: broker.to_owned() });
     }
 
     /// Sets the number of `kind` resources per Ready status (`true`, `false`, `unknown`).
     pub fn set_resources(&self, kind: &'static str, ready: i64, not_ready: i64, unknown: i64) {
         for (label, value) in [("true", ready), ("false", not_ready), ("unknown", unknown)] {
-            self.resources
-                .get_or_create(&ResourceLabels { kind, ready: label })
-                .set(value);
+            self.resources.get_or_create(&ResourceLabels { kind, ready: label }).set(value);
         }
     }
 }
@@ -162,20 +136,11 @@ impl ReconcileTimer<'_> {
     /// Records the reconcile; `error` is the error category when it failed.
     pub fn finish(self, error: Option<&'static str>) {
         let kind = self.kind;
-        self.metrics
-            .reconcile_duration
-            .get_or_create(&KindLabels { kind })
-            .observe(self.start.elapsed().as_secs_f64());
+        self.metrics.reconcile_duration.get_or_create(&KindLabels { kind }).observe(self.start.elapsed().as_secs_f64());
         let result = if error.is_some() { "error" } else { "success" };
-        self.metrics
-            .reconciles
-            .get_or_create(&ReconcileLabels { kind, result })
-            .inc();
+        self.metrics.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
         if let Some(reason) = error {
-            self.metrics
-                .reconcile_errors
-                .get_or_create(&ReconcileErrorLabels { kind, reason })
-                .inc();
+            self.metrics.reconcile_errors.get_or_create(&ReconcileErrorLabels { kind, reason }).inc();
         }
     }
 }

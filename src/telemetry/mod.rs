@@ -19,8 +19,6 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Plain => registry.with(fmt::layer().with_target(false)).init(),
-        LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false))
-            .init(),
+        LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true).with_current_span(false)).init(),
     }
 }

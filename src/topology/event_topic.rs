@@ -23,11 +23,7 @@ pub fn desired(namespace: &str, name: &str, kind: ExchangeType) -> TopicTopology
     // Declared in dependency order: the capture path first, then the exchange that points at it.
     let topology = Topology {
         exchanges: vec![
-            Exchange {
-                name: alternate_exchange.clone(),
-                kind: "fanout",
-                arguments: Arguments::new(),
-            },
+            Exchange { name: alternate_exchange.clone(), kind: "fanout", arguments: Arguments::new() },
             Exchange {
                 name: exchange.clone(),
                 kind: kind.as_str(),
@@ -37,10 +33,7 @@ pub fn desired(namespace: &str, name: &str, kind: ExchangeType) -> TopicTopology
                 )]),
             },
         ],
-        queues: vec![Queue {
-            name: unroutable_queue.clone(),
-            arguments: quorum_queue_arguments(),
-        }],
+        queues: vec![Queue { name: unroutable_queue.clone(), arguments: quorum_queue_arguments() }],
         bindings: vec![Binding {
             source: alternate_exchange.clone(),
             queue: unroutable_queue.clone(),
@@ -48,12 +41,7 @@ pub fn desired(namespace: &str, name: &str, kind: ExchangeType) -> TopicTopology
             arguments: std::collections::BTreeMap::new(),
         }],
     };
-    TopicTopology {
-        exchange,
-        alternate_exchange,
-        unroutable_queue,
-        topology,
-    }
+    TopicTopology { exchange, alternate_exchange, unroutable_queue, topology }
 }
 
 #[cfg(test)]
@@ -66,17 +54,8 @@ mod tests {
         assert_eq!(t.exchange, "sluice.shop.orders");
         assert_eq!(t.alternate_exchange, "sluice.shop.orders.unroutable");
         let names: Vec<_> = t.topology.exchanges.iter().map(|e| (e.name.as_str(), e.kind)).collect();
-        assert_eq!(
-            names,
-            [
-                ("sluice.shop.orders.unroutable", "fanout"),
-                ("sluice.shop.orders", "topic")
-            ]
-        );
-        assert_eq!(
-            t.topology.exchanges[1].arguments["alternate-exchange"],
-            "sluice.shop.orders.unroutable"
-        );
+        assert_eq!(names, [("sluice.shop.orders.unroutable", "fanout"), ("sluice.shop.orders", "topic")]);
+        assert_eq!(t.topology.exchanges[1].arguments["alternate-exchange"], "sluice.shop.orders.unroutable");
         assert_eq!(t.topology.queues[0].name, "sluice.shop.orders.unroutable");
         assert_eq!(t.topology.queues[0].arguments["x-queue-type"], "quorum");
         assert_eq!(t.topology.bindings.len(), 1);
@@ -86,12 +65,7 @@ mod tests {
 
     #[test]
     fn the_exchange_type_follows_the_spec() {
-        for kind in [
-            ExchangeType::Topic,
-            ExchangeType::Direct,
-            ExchangeType::Fanout,
-            ExchangeType::Headers,
-        ] {
+        for kind in [ExchangeType::Topic, ExchangeType::Direct, ExchangeType::Fanout, ExchangeType::Headers] {
             assert_eq!(desired("a", "b", kind).topology.exchanges[1].kind, kind.as_str());
         }
     }

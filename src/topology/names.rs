@@ -40,13 +40,7 @@ mod tests {
         assert_eq!(exchange("shop", "orders"), "sluice.shop.orders");
         assert_eq!(unroutable_exchange("shop", "orders"), "sluice.shop.orders.unroutable");
         assert_eq!(work_queue("shop", "orders-to-billing"), "sluice.shop.orders-to-billing");
-        assert_eq!(
-            retry_queue("shop", "orders-to-billing", 3),
-            "sluice.shop.orders-to-billing.retry.3"
-        );
-        assert_eq!(
-            dead_letter_queue("shop", "orders-to-billing"),
-            "sluice.shop.orders-to-billing.dlq"
-        );
+        assert_eq!(retry_queue("shop", "orders-to-billing", 3), "sluice.shop.orders-to-billing.retry.3");
+        assert_eq!(dead_letter_queue("shop", "orders-to-billing"), "sluice.shop.orders-to-billing.dlq");
     }
 }

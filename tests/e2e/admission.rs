@@ -41,24 +41,9 @@ fn versions() -> Value {
 /// (kind, name, spec, expected fragment of the refusal).
 fn invalid_on_create() -> Vec<(&'static str, &'static str, Value, &'static str)> {
     vec![
-        (
-            "EventTopic",
-            "bad-type",
-            json!({"type": "queue"}),
-            r#"Unsupported value: "queue""#,
-        ),
-        (
-            "EventTopic",
-            "orders.v1",
-            json!({}),
-            "metadata.name must be a DNS label",
-        ),
-        (
-            "EventTopic",
-            "bad-policy",
-            json!({"deletionPolicy": "Keep"}),
-            r#"Unsupported value: "Keep""#,
-        ),
+        ("EventTopic", "bad-type", json!({"type": "queue"}), r#"Unsupported value: "queue""#),
+        ("EventTopic", "orders.v1", json!({}), "metadata.name must be a DNS label"),
+        ("EventTopic", "bad-policy", json!({"deletionPolicy": "Keep"}), r#"Unsupported value: "Keep""#),
         (
             "EventTopic",
             "bad-event-type",
@@ -217,13 +202,7 @@ fn invalid_on_create() -> Vec<(&'static str, &'static str, Value, &'static str)>
 /// (kind, name, valid spec, merge patch of spec, expected fragment of the refusal).
 fn invalid_updates() -> Vec<(&'static str, &'static str, Value, Value, &'static str)> {
     vec![
-        (
-            "EventTopic",
-            "retype",
-            json!({"type": "topic"}),
-            json!({"type": "fanout"}),
-            "spec.type is immutable",
-        ),
+        ("EventTopic", "retype", json!({"type": "topic"}), json!({"type": "fanout"}), "spec.type is immutable"),
         (
             "EventTopic",
             "rebroker",
@@ -267,10 +246,7 @@ async fn invalid_objects_are_refused_with_a_message_that_says_what_to_fix() {
     let cases = invalid_on_create();
     assert!(cases.len() >= 15);
     for (kind, name, spec, expected) in cases {
-        match api(&client, &ns.name, kind)
-            .create(&PostParams::default(), &object(kind, name, spec))
-            .await
-        {
+        match api(&client, &ns.name, kind).create(&PostParams::default(), &object(kind, name, spec)).await {
             Ok(_) => failures.push(format!("{kind} {name}: accepted")),
             Err(e) => {
                 let message = refusal(e);
@@ -282,12 +258,8 @@ async fn invalid_objects_are_refused_with_a_message_that_says_what_to_fix() {
     }
     for (kind, name, spec, patch, expected) in invalid_updates() {
         let api = api(&client, &ns.name, kind);
-        api.create(&PostParams::default(), &object(kind, name, spec))
-            .await
-            .expect("valid object");
-        let patched = api
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": patch})))
-            .await;
+        api.create(&PostParams::default(), &object(kind, name, spec)).await.expect("valid object");
+        let patched = api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": patch}))).await;
         match patched {
             Ok(_) => failures.push(format!("{kind} {name}: update accepted")),
             Err(e) => {
@@ -307,10 +279,7 @@ async fn the_documented_examples_are_accepted_with_their_defaults() {
     let _serial = serial();
     let client = admin().await;
     let ns = TestNamespace::create(&client, "valid").await;
-    let dry = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
+    let dry = PostParams { dry_run: true, ..PostParams::default() };
     let valid = [
         (
             "EventTopic",

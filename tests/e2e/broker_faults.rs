@@ -40,32 +40,20 @@ async fn the_controller_survives_a_broker_outage_and_converges_by_itself() {
     // Down at start: the controller runs, leads, says the broker is down, and is not ready.
     let outage = Rabbit::stop();
     let ctl = Controller::start(&ControllerOpts::new("outage"));
-    eventually("the controller to answer", WAIT, || async {
-        ctl.alive().await.then_some(())
-    })
-    .await;
-    eventually("broker_up 0", WAIT, || async {
-        (ctl.metric(UP).await == Some(0.0)).then_some(())
-    })
-    .await;
+    eventually("the controller to answer", WAIT, || async { ctl.alive().await.then_some(()) }).await;
+    eventually("broker_up 0", WAIT, || async { (ctl.metric(UP).await == Some(0.0)).then_some(()) }).await;
     eventually("readyz to say the broker was never reached", WAIT, || async {
         let (code, body) = ctl.readiness().await?;
         (code == 503 && body.contains("the default broker has not been reached yet")).then_some(())
     })
     .await;
-    topics
-        .create(&PostParams::default(), &topic("early", json!({"type": "topic"})))
-        .await
-        .expect("create");
+    topics.create(&PostParams::default(), &topic("early", json!({"type": "topic"}))).await.expect("create");
     let message = wait_ready(&ns, "early", "False", "BrokerUnavailable").await;
     assert!(message.contains("unavailable"), "{message}");
 
     // Back: everything converges without any edit.
     outage.end();
-    eventually("broker_up 1", WAIT, || async {
-        (ctl.metric(UP).await == Some(1.0)).then_some(())
-    })
-    .await;
+    eventually("broker_up 1", WAIT, || async { (ctl.metric(UP).await == Some(1.0)).then_some(()) }).await;
     wait_ready(&ns, "early", "True", "Ready").await;
     ctl.wait_leader().await;
     let early = format!("sluice.{}.early", ns.name);
@@ -73,15 +61,9 @@ async fn the_controller_survives_a_broker_outage_and_converges_by_itself() {
 
     // Down mid-run: existing topics turn not Ready with the reason; new ones wait.
     let outage = Rabbit::stop();
-    eventually("broker_up 0 again", WAIT, || async {
-        (ctl.metric(UP).await == Some(0.0)).then_some(())
-    })
-    .await;
+    eventually("broker_up 0 again", WAIT, || async { (ctl.metric(UP).await == Some(0.0)).then_some(()) }).await;
     wait_ready(&ns, "early", "False", "BrokerUnavailable").await;
-    topics
-        .create(&PostParams::default(), &topic("during", json!({"type": "direct"})))
-        .await
-        .expect("create");
+    topics.create(&PostParams::default(), &topic("during", json!({"type": "direct"}))).await.expect("create");
     wait_ready(&ns, "during", "False", "BrokerUnavailable").await;
     assert!(ctl.alive().await, "the controller keeps running");
     let restarts = ctl.log_text().matches("Admin server listening").count();
@@ -90,15 +72,10 @@ async fn the_controller_survives_a_broker_outage_and_converges_by_itself() {
     outage.end();
     wait_ready(&ns, "early", "True", "Ready").await;
     wait_ready(&ns, "during", "True", "Ready").await;
-    let during: Value = rabbit
-        .exchange(&format!("sluice.{}.during", ns.name))
-        .await
-        .expect("declared after the outage");
+    let during: Value =
+        rabbit.exchange(&format!("sluice.{}.during", ns.name)).await.expect("declared after the outage");
     assert_eq!(during["type"], "direct");
-    assert!(
-        rabbit.exchange(&early).await.is_some(),
-        "durable exchange survived the restart"
-    );
+    assert!(rabbit.exchange(&early).await.is_some(), "durable exchange survived the restart");
 
     ns.teardown().await;
 }

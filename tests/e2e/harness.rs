@@ -55,9 +55,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// A client with the test bed's admin credentials, for setting tests up and checking them.
 pub async fn admin() -> Client {
     let kubeconfig = Kubeconfig::read_from(env().testbed.join("kubeconfig")).expect("read admin kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
     Client::try_from(config).expect("admin client")
 }
 
@@ -68,11 +66,7 @@ pub fn kubectl(args: &[&str]) -> (bool, String) {
         .env("KUBECONFIG", env().testbed.join("kubeconfig"))
         .output()
         .expect("run kubectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -88,10 +82,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -111,14 +102,8 @@ impl TestNamespace {
             "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}}
         }))
         .expect("namespace");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create namespace");
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+        Self { name, client: client.clone() }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -130,14 +115,7 @@ impl TestNamespace {
 
     /// `kubectl wait --for=condition=Ready` on `resource` (e.g. `eventtopic/orders`).
     pub fn wait_ready(&self, resource: &str) {
-        let (ok, out) = kubectl(&[
-            "wait",
-            "--for=condition=Ready",
-            resource,
-            "-n",
-            &self.name,
-            "--timeout=60s",
-        ]);
+        let (ok, out) = kubectl(&["wait", "--for=condition=Ready", resource, "-n", &self.name, "--timeout=60s"]);
         assert!(ok, "kubectl wait for {resource}: {out}");
     }
 
@@ -145,26 +123,12 @@ impl TestNamespace {
     /// has released them, then deletes the namespace.
     pub async fn teardown(self) {
         let topics = self.api::<EventTopic>();
-        let _ = topics
-            .delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await;
-        eventually(
-            "the namespace's topics to be deleted",
-            Duration::from_secs(60),
-            || async {
-                topics
-                    .list(&ListParams::default())
-                    .await
-                    .ok()?
-                    .items
-                    .is_empty()
-                    .then_some(())
-            },
-        )
+        let _ = topics.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
+        eventually("the namespace's topics to be deleted", Duration::from_secs(60), || async {
+            topics.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
+        })
         .await;
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::default())
-            .await;
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
     }
 }
 
@@ -172,18 +136,10 @@ impl TestNamespace {
 /// finalizers because the controller was gone.
 pub async fn clean_leftovers(client: &Client) {
     let namespaces = Api::<Namespace>::all(client.clone());
-    let list = namespaces
-        .list(&ListParams::default().labels("sluice.dev/e2e=true"))
-        .await
-        .expect("list namespaces");
+    let list = namespaces.list(&ListParams::default().labels("sluice.dev/e2e=true")).await.expect("list namespaces");
     for ns in list {
         let topics = Api::<EventTopic>::namespaced(client.clone(), &ns.name_any());
-        for t in topics
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-        {
+        for t in topics.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
             let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
             let _ = topics.patch(&t.name_any(), &PatchParams::default(), &patch).await;
         }
@@ -193,18 +149,11 @@ pub async fn clean_leftovers(client: &Client) {
 
 pub fn random_suffix() -> String {
     use rand::Rng;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(6)
-        .map(|c| char::from(c).to_ascii_lowercase())
-        .collect()
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(6).map(|c| char::from(c).to_ascii_lowercase()).collect()
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 // === the controller process ===
@@ -218,11 +167,7 @@ pub struct ControllerOpts {
 
 impl ControllerOpts {
     pub fn new(lease: &str) -> Self {
-        Self {
-            lease: format!("e2e-{lease}"),
-            resync: "5m",
-            lease_duration: 15,
-        }
+        Self { lease: format!("e2e-{lease}"), resync: "5m", lease_duration: 15 }
     }
 }
 
@@ -243,19 +188,8 @@ impl Controller {
         let log = logs.join(format!("{}-{}.log", opts.lease, admin.port()));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "controller",
-                "--admin-addr",
-                &admin.to_string(),
-                "--lease-name",
-                &opts.lease,
-            ])
-            .args([
-                "--resync",
-                opts.resync,
-                "--lease-duration",
-                &opts.lease_duration.to_string(),
-            ])
+            .args(["controller", "--admin-addr", &admin.to_string(), "--lease-name", &opts.lease])
+            .args(["--resync", opts.resync, "--lease-duration", &opts.lease_duration.to_string()])
             .args(["--identity", &format!("e2e-{}", admin.port())])
             .env("KUBECONFIG", env.testbed.join("sluice-sa.kubeconfig"))
             .env("SLUICE_NAMESPACE", "sluice-system")
@@ -266,12 +200,7 @@ impl Controller {
             .stdin(Stdio::null())
             .spawn()
             .expect("start sluice controller");
-        Self {
-            child,
-            admin,
-            log,
-            http: reqwest::Client::new(),
-        }
+        Self { child, admin, log, http: reqwest::Client::new() }
     }
 
     /// Resident set size of the process, in KiB (from /proc).
@@ -287,45 +216,25 @@ impl Controller {
 
     /// `/readyz`: `Some(body)` when it answers 200.
     pub async fn ready(&self) -> Option<String> {
-        let resp = self
-            .http
-            .get(format!("http://{}/readyz", self.admin))
-            .send()
-            .await
-            .ok()?;
-        if resp.status().is_success() {
-            resp.text().await.ok()
-        } else {
-            None
-        }
+        let resp = self.http.get(format!("http://{}/readyz", self.admin)).send().await.ok()?;
+        if resp.status().is_success() { resp.text().await.ok() } else { None }
     }
 
     /// `/readyz` status and body, whatever they are.
     pub async fn readiness(&self) -> Option<(u16, String)> {
-        let resp = self
-            .http
-            .get(format!("http://{}/readyz", self.admin))
-            .send()
-            .await
-            .ok()?;
+        let resp = self.http.get(format!("http://{}/readyz", self.admin)).send().await.ok()?;
         let status = resp.status().as_u16();
         Some((status, resp.text().await.ok()?))
     }
 
     pub async fn alive(&self) -> bool {
-        self.http
-            .get(format!("http://{}/healthz", self.admin))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
+        self.http.get(format!("http://{}/healthz", self.admin)).send().await.is_ok_and(|r| r.status().is_success())
     }
 
     pub async fn wait_leader(&self) {
-        eventually(
-            "the controller to lead and be ready",
-            Duration::from_secs(60),
-            || async { self.ready().await.filter(|b| b.contains("leader")) },
-        )
+        eventually("the controller to lead and be ready", Duration::from_secs(60), || async {
+            self.ready().await.filter(|b| b.contains("leader"))
+        })
         .await;
     }
 
@@ -343,10 +252,7 @@ impl Controller {
 
     /// The value of the sample `series` (name plus labels exactly as exposed), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        self.metrics().await.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// SIGKILL: the process gets no chance to release anything.
@@ -357,9 +263,7 @@ impl Controller {
 
     /// SIGTERM, then wait for a clean exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -396,27 +300,12 @@ const MGMT: &str = "http://127.0.0.1:15672/api";
 
 impl Rabbit {
     pub fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
-        }
+        Self { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client") }
     }
 
     async fn get(&self, path: &str) -> Option<Value> {
-        let resp = self
-            .http
-            .get(format!("{MGMT}/{path}"))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .ok()?;
-        if resp.status().is_success() {
-            resp.json().await.ok()
-        } else {
-            None
-        }
+        let resp = self.http.get(format!("{MGMT}/{path}")).basic_auth("guest", Some("guest")).send().await.ok()?;
+        if resp.status().is_success() { resp.json().await.ok() } else { None }
     }
 
     pub async fn exchange(&self, name: &str) -> Option<Value> {
@@ -429,48 +318,30 @@ impl Rabbit {
 
     pub async fn bindings(&self, exchange: &str, queue: &str) -> Vec<Value> {
         let path = format!("bindings/%2f/e/{}/q/{}", enc(exchange), enc(queue));
-        self.get(&path)
-            .await
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        self.get(&path).await.and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
+        let mut request =
+            self.http.request(method.clone(), format!("{MGMT}/{path}")).basic_auth("guest", Some("guest"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let resp = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(resp.status().is_success(), "{method} {path}: {}", resp.status());
     }
 
     pub async fn delete_exchange(&self, name: &str) {
-        let url = format!("{MGMT}/exchanges/%2f/{}", enc(name));
-        let resp = self
-            .http
-            .delete(url)
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .expect("delete exchange");
-        assert!(resp.status().is_success(), "delete exchange {name}: {}", resp.status());
+        self.send(reqwest::Method::DELETE, &format!("exchanges/%2f/{}", enc(name)), None).await;
     }
 
     pub async fn delete_queue(&self, name: &str) {
-        let url = format!("{MGMT}/queues/%2f/{}", enc(name));
-        let resp = self
-            .http
-            .delete(url)
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .expect("delete queue");
-        assert!(resp.status().is_success(), "delete queue {name}: {}", resp.status());
+        self.send(reqwest::Method::DELETE, &format!("queues/%2f/{}", enc(name)), None).await;
     }
 
     pub async fn declare_exchange(&self, name: &str, kind: &str) {
-        let url = format!("{MGMT}/exchanges/%2f/{}", enc(name));
         let body = json!({"type": kind, "durable": true});
-        let resp = self
-            .http
-            .put(url)
-            .basic_auth("guest", Some("guest"))
-            .json(&body)
-            .send()
-            .await
-            .expect("put exchange");
-        assert!(resp.status().is_success(), "declare exchange {name}: {}", resp.status());
+        self.send(reqwest::Method::PUT, &format!("exchanges/%2f/{}", enc(name)), Some(body)).await;
     }
 
     /// Stops the broker process (data kept), the way an operator would. The guard starts it
@@ -523,14 +394,10 @@ fn enc(name: &str) -> String {
 
 /// The status of condition `type_` on a resource's JSON, as (status, reason, message).
 pub fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-            (s("status"), s("reason"), s("message"))
-        })
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+        (s("status"), s("reason"), s("message"))
+    })
 }
 
 /// Events about `name` in `namespace`, as (type, reason, note).
@@ -540,12 +407,6 @@ pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<(St
     list.items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-            )
-        })
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
 }
