@@ -13,7 +13,7 @@ built=""
 
 k8s_dir=$BIN_CACHE/kubernetes-$K8S_VERSION
 if [ ! -x "$k8s_dir/kubectl" ]; then
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (first time only; ~15 min on 2 cores)"
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (first time only; ~6 min on 2 cores)"
   start=$(date +%s)
   mkdir -p "$k8s_dir.tmp"
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
