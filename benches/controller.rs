@@ -141,7 +141,6 @@ async fn steady_state(ctl: &Controller, window: Duration) -> (f64, f64, f64) {
 async fn main() {
     let n = topics();
     let client = admin().await;
-    harness::clean_leftovers(&client).await;
     let ns = TestNamespace::create(&client, "bench").await;
 
     let raw = raw_declare(&format!("bench-raw-{}", harness::random_suffix()), n).await;

@@ -174,9 +174,10 @@ pub struct QueueLimits {
     #[schemars(range(min = 1, max = 1000))]
     pub delivery_limit: i32,
 
-    /// What happens when maxLength or maxLengthBytes is reached: DropHead (the default)
-    /// dead-letters the oldest message; RejectPublish refuses new messages so publishers
-    /// with confirms see a nack.
+    /// What happens when maxLength or maxLengthBytes is reached: RejectPublish (the default)
+    /// refuses new messages, so publishers with confirms see a nack and nothing is dropped;
+    /// DropHead dead-letters the oldest message to the dead-letter queue instead (RabbitMQ
+    /// then dead-letters at-most-once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow: Option<Overflow>,
 }
@@ -236,6 +237,14 @@ pub struct SubscriptionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
 
+    /// The exchange the work queue is bound to (the topic's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+
+    /// The broker the queues live on, the topic's: `default`, or `<namespace>/<secret>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+
     /// Name of the dead-letter queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue: Option<String>,
@@ -244,11 +253,13 @@ pub struct SubscriptionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_queues: Vec<String>,
 
-    /// The bindings applied on the topic's exchange (routing keys, or the header match).
+    /// The bindings applied on the topic's exchange: routing keys, `x-match=...` header
+    /// matches, or `(every event)` on a fanout topic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<String>,
 
-    /// Message counts, refreshed on every resync.
+    /// Message counts from the broker's statistics (a few seconds behind), refreshed on every
+    /// reconcile and resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessageCounts>,
 

@@ -15,6 +15,10 @@ use crate::{telemetry::metrics::BrokerRequestMetrics, topology::Arguments};
 /// Characters left as-is in a path segment; everything else (including `/` in a vhost) is escaped.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
 /// An exchange as the management API reports it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ExchangeInfo {
@@ -29,9 +33,12 @@ pub struct ExchangeInfo {
     pub arguments: Arguments,
 }
 
-/// A queue as the management API reports it.
+/// A queue as the management API reports it. Message counts come from the broker's
+/// statistics, refreshed every few seconds.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct QueueInfo {
+    #[serde(default)]
+    pub name: String,
     pub durable: bool,
     #[serde(default)]
     pub auto_delete: bool,
@@ -41,6 +48,26 @@ pub struct QueueInfo {
     pub messages_ready: Option<i64>,
     #[serde(default)]
     pub messages_unacknowledged: Option<i64>,
+    /// The policy in effect on the queue.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// A policy as the management API reports it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct PolicyInfo {
+    pub pattern: String,
+    #[serde(rename = "apply-to")]
+    pub apply_to: String,
+    pub priority: i64,
+    pub definition: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct Page<T> {
+    items: Vec<T>,
+    #[serde(default)]
+    page_count: u32,
 }
 
 /// A binding as the management API reports it.
@@ -148,6 +175,54 @@ impl ManagementClient {
         self.send_unit("queue.delete", Method::DELETE, &["queues", &self.vhost, name], None::<&()>).await
     }
 
+    /// Every queue whose name matches the regular expression `pattern`, with the columns
+    /// topology and status need.
+    pub async fn list_queues_matching(&self, pattern: &str) -> Result<Vec<QueueInfo>, BrokerError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let path = format!(
+                "queues/{}?page={page}&page_size=500&use_regex=true&name={}&columns=name,durable,auto_delete,arguments,messages_ready,messages_unacknowledged",
+                seg(&self.vhost),
+                seg(pattern)
+            );
+            let Some(found) =
+                self.send_path::<Page<QueueInfo>>("queue.list", Method::GET, &path, pattern, None::<&()>).await?
+            else {
+                break;
+            };
+            all.extend(found.items);
+            if page >= found.page_count {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    pub async fn get_policy(&self, name: &str) -> Result<Option<PolicyInfo>, BrokerError> {
+        self.send("policy.get", Method::GET, &["policies", &self.vhost, name], None::<&()>).await
+    }
+
+    /// Creates or replaces a policy applying to queues.
+    pub async fn put_policy(
+        &self,
+        name: &str,
+        pattern: &str,
+        priority: i64,
+        definition: &serde_json::Map<String, Value>,
+    ) -> Result<(), BrokerError> {
+        let body = PolicyInfo {
+            pattern: pattern.to_owned(),
+            apply_to: "queues".into(),
+            priority,
+            definition: definition.clone(),
+        };
+        self.send_unit("policy.put", Method::PUT, &["policies", &self.vhost, name], Some(&body)).await
+    }
+
+    pub async fn delete_policy(&self, name: &str) -> Result<(), BrokerError> {
+        self.send_unit("policy.delete", Method::DELETE, &["policies", &self.vhost, name], None::<&()>).await
+    }
+
     /// Bindings from `exchange` to `queue`; empty when either is missing.
     pub async fn list_bindings(&self, exchange: &str, queue: &str) -> Result<Vec<BindingInfo>, BrokerError> {
         let path = ["bindings", &self.vhost, "e", exchange, "q", queue];
@@ -190,7 +265,21 @@ impl ManagementClient {
         segments: &[&str],
         body: Option<&impl Serialize>,
     ) -> Result<Option<T>, BrokerError> {
-        let result = self.send_inner(operation, method, segments, body).await;
+        let object = segments.last().copied().unwrap_or_default();
+        let path: Vec<String> = segments.iter().map(|s| seg(s)).collect();
+        self.send_path(operation, method, &path.join("/"), object, body).await
+    }
+
+    /// Sends one request to `path` (already encoded, relative to `/api/`).
+    async fn send_path<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        object: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Option<T>, BrokerError> {
+        let result = self.send_inner(operation, method, path, object.to_owned(), body).await;
         self.metrics.record(operation, &result);
         result
     }
@@ -199,12 +288,11 @@ impl ManagementClient {
         &self,
         operation: &'static str,
         method: Method,
-        segments: &[&str],
+        path: &str,
+        object: String,
         body: Option<&impl Serialize>,
     ) -> Result<Option<T>, BrokerError> {
-        let object = segments.last().copied().unwrap_or_default().to_owned();
-        let path: Vec<String> = segments.iter().map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect();
-        let url = format!("{}api/{}", self.base, path.join("/"));
+        let url = format!("{}api/{path}", self.base);
         let mut request = self.http.request(method, url).basic_auth(&self.username, Some(&self.password));
         if let Some(body) = body {
             request = request.json(body);

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod management;
+pub mod mover;
 pub mod pool;
 pub mod sync;
 
@@ -39,6 +40,10 @@ pub enum BrokerError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("AMQP on broker {endpoint} failed: {reason}")]
+    Amqp { endpoint: String, reason: String },
+    #[error("failed to move messages from {from} to {to}: {reason}")]
+    Move { from: String, to: String, reason: String },
     #[error("failed to build the HTTP client: {source}")]
     Client {
         #[source]
@@ -50,9 +55,12 @@ impl BrokerError {
     /// Bounded reason, PascalCase.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Unreachable { .. } | Self::ServerError { .. } | Self::Decode { .. } | Self::Client { .. } => {
-                "BrokerUnavailable"
-            }
+            Self::Unreachable { .. }
+            | Self::ServerError { .. }
+            | Self::Decode { .. }
+            | Self::Client { .. }
+            | Self::Amqp { .. } => "BrokerUnavailable",
+            Self::Move { .. } => "MoveFailed",
             Self::Unauthorized { .. } => "BrokerAuthFailed",
             Self::Refused { .. } => "BrokerRefused",
             Self::Conflict { .. } => "BrokerConflict",

@@ -14,7 +14,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -87,9 +87,44 @@ pub struct Broker {
     last_error: Mutex<String>,
     last_used: Mutex<Instant>,
     stop: CancellationToken,
+    /// One AMQP connection per broker, shared by the health monitor and message moves.
+    amqp: tokio::sync::Mutex<Option<Connection>>,
+    connection_name: String,
+    /// When broker-wide objects (shared policies) were last checked, so that not every
+    /// reconcile re-reads them.
+    verified: Mutex<HashMap<&'static str, Instant>>,
 }
 
 impl Broker {
+    /// Whether `what` was checked on this broker within `within`.
+    pub fn verified_within(&self, what: &'static str, within: Duration) -> bool {
+        self.verified.lock().ok().and_then(|v| v.get(what).map(|t| t.elapsed() < within)).unwrap_or(false)
+    }
+
+    pub fn mark_verified(&self, what: &'static str) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(what, Instant::now());
+        }
+    }
+
+    /// A fresh channel on the broker's AMQP connection, reconnecting if it dropped.
+    pub async fn channel(&self) -> Result<Channel, BrokerError> {
+        let mut link = self.amqp.lock().await;
+        if !link.as_ref().is_some_and(|c| c.status().connected()) {
+            *link = Some(
+                connect(&self.config.amqp_uri, &self.connection_name)
+                    .await
+                    .map_err(|reason| BrokerError::Amqp { endpoint: self.config.endpoint(), reason })?,
+            );
+        }
+        let conn = link
+            .as_ref()
+            .ok_or_else(|| BrokerError::Amqp { endpoint: self.config.endpoint(), reason: "no connection".into() })?;
+        conn.create_channel()
+            .await
+            .map_err(|e| BrokerError::Amqp { endpoint: self.config.endpoint(), reason: e.to_string() })
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
@@ -215,16 +250,19 @@ impl Brokers {
             last_error: Mutex::new("not probed yet".to_owned()),
             last_used: Mutex::new(Instant::now()),
             stop: CancellationToken::new(),
+            amqp: tokio::sync::Mutex::new(None),
+            connection_name: self.connection_name.clone(),
+            verified: Mutex::default(),
         });
         // The first probe runs before the broker is handed out, so a fresh entry is not
         // reported down just because nobody has looked yet.
-        let link = probe(&broker, None, &self.connection_name).await;
+        probe(&broker).await;
         self.record_health(&broker, false);
         if let Ok(mut entries) = self.entries.lock() {
             entries.insert(key.clone(), broker.clone());
         }
         info!(broker = %key, endpoint = %broker.config.endpoint(), up = broker.is_up(), "Broker configured.");
-        tokio::spawn(monitor(self.clone(), Arc::downgrade(&broker), broker.stop.clone(), link));
+        tokio::spawn(monitor(self.clone(), Arc::downgrade(&broker), broker.stop.clone()));
         Ok(broker)
     }
 
@@ -279,22 +317,34 @@ impl Brokers {
 }
 
 /// Probes one broker: the AMQP connection (kept open between probes) and the management API.
-async fn probe(broker: &Broker, link: Option<Connection>, connection_name: &str) -> Option<Connection> {
-    let link = match link.filter(|c| c.status().connected()) {
-        Some(c) => Ok(c),
-        None => connect(&broker.config.amqp_uri, connection_name).await,
+async fn probe(broker: &Broker) {
+    let amqp = {
+        let mut link = broker.amqp.lock().await;
+        if link.as_ref().is_some_and(|c| c.status().connected()) {
+            Ok(())
+        } else {
+            match connect(&broker.config.amqp_uri, &broker.connection_name).await {
+                Ok(c) => {
+                    *link = Some(c);
+                    Ok(())
+                }
+                Err(e) => {
+                    *link = None;
+                    Err(e)
+                }
+            }
+        }
     };
     let api = broker.management.whoami().await;
-    let (up, error, link) = match (link, api) {
-        (Ok(c), Ok(())) => (true, String::new(), Some(c)),
-        (Err(e), _) => (false, e, None),
-        (Ok(c), Err(e)) => (false, e.to_string(), Some(c)),
+    let (up, error) = match (amqp, api) {
+        (Ok(()), Ok(())) => (true, String::new()),
+        (Err(e), _) => (false, e),
+        (Ok(()), Err(e)) => (false, e.to_string()),
     };
     broker.up.store(up, Ordering::Release);
     if let Ok(mut last) = broker.last_error.lock() {
         *last = error;
     }
-    link
 }
 
 async fn connect(uri: &str, name: &str) -> Result<Connection, String> {
@@ -306,12 +356,7 @@ async fn connect(uri: &str, name: &str) -> Result<Connection, String> {
     }
 }
 
-async fn monitor(
-    brokers: Arc<Brokers>,
-    broker: std::sync::Weak<Broker>,
-    stop: CancellationToken,
-    mut link: Option<Connection>,
-) {
+async fn monitor(brokers: Arc<Brokers>, broker: std::sync::Weak<Broker>, stop: CancellationToken) {
     loop {
         let wait = match broker.upgrade() {
             Some(b) if b.is_up() => PROBE_UP,
@@ -328,7 +373,7 @@ async fn monitor(
             return;
         }
         let was_up = b.is_up();
-        link = probe(&b, link.take(), &brokers.connection_name).await;
+        probe(&b).await;
         if was_up != b.is_up() {
             if b.is_up() {
                 info!(broker = %b.key, "Broker is reachable again.");

@@ -6,20 +6,24 @@ use serde_json::Value;
 
 use super::{
     BrokerError, ManagementClient,
-    management::{ExchangeInfo, QueueInfo},
+    management::{BindingInfo, ExchangeInfo, QueueInfo},
 };
-use crate::topology::{Binding, Exchange, Queue, Topology};
+use crate::topology::{Binding, Exchange, Queue, Topology, subscription::Policy};
 
 /// What a sync changed on the broker.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
     /// Objects that were missing and have been created, e.g. `exchange sluice.shop.orders`.
     pub created: Vec<String>,
+    /// Objects that existed with other settings and were brought back to the spec.
+    pub updated: Vec<String>,
+    /// Objects the spec no longer asks for that were removed.
+    pub removed: Vec<String>,
 }
 
 impl SyncReport {
     pub fn changed(&self) -> bool {
-        !self.created.is_empty()
+        !self.created.is_empty() || !self.updated.is_empty() || !self.removed.is_empty()
     }
 }
 
@@ -111,14 +115,71 @@ pub fn queue_conflict(want: &Queue, have: &QueueInfo) -> Option<String> {
 
 async fn sync_binding(client: &ManagementClient, want: &Binding, report: &mut SyncReport) -> Result<(), BrokerError> {
     let existing = client.list_bindings(&want.source, &want.queue).await?;
-    let present = existing.iter().any(|b| {
-        b.routing_key == want.routing_key
-            && b.arguments.len() == want.arguments.len()
-            && want.arguments.iter().all(|(k, v)| b.arguments.get(k).and_then(Value::as_str) == Some(v))
-    });
-    if !present {
+    if !existing.iter().any(|have| binding_matches(want, have)) {
         client.create_binding(&want.source, &want.queue, &want.routing_key, &want.arguments).await?;
         report.created.push(format!("binding {} -> {} ({:?})", want.source, want.queue, want.routing_key));
+    }
+    Ok(())
+}
+
+fn binding_matches(want: &Binding, have: &BindingInfo) -> bool {
+    have.routing_key == want.routing_key
+        && have.arguments.len() == want.arguments.len()
+        && want.arguments.iter().all(|(k, v)| have.arguments.get(k).and_then(Value::as_str) == Some(v))
+}
+
+/// Makes `want` exist with exactly its pattern, priority and definition.
+pub async fn sync_policy(client: &ManagementClient, want: &Policy, report: &mut SyncReport) -> Result<(), BrokerError> {
+    let put = || client.put_policy(&want.name, &want.pattern, want.priority, &want.definition);
+    match client.get_policy(&want.name).await? {
+        None => {
+            put().await?;
+            report.created.push(format!("policy {}", want.name));
+        }
+        Some(have)
+            if have.pattern != want.pattern
+                || have.priority != want.priority
+                || have.definition != want.definition
+                || have.apply_to != "queues" =>
+        {
+            put().await?;
+            report.updated.push(format!("policy {}", want.name));
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Removes policy `name` if it exists.
+pub async fn remove_policy(client: &ManagementClient, name: &str, report: &mut SyncReport) -> Result<(), BrokerError> {
+    if client.get_policy(name).await?.is_some() {
+        client.delete_policy(name).await?;
+        report.removed.push(format!("policy {name}"));
+    }
+    Ok(())
+}
+
+/// Makes the bindings from `source` to `queue` exactly `want`: missing ones are created,
+/// ones the spec no longer asks for are removed.
+pub async fn sync_bindings(
+    client: &ManagementClient,
+    source: &str,
+    queue: &str,
+    want: &[Binding],
+    report: &mut SyncReport,
+) -> Result<(), BrokerError> {
+    let have = client.list_bindings(source, queue).await?;
+    for w in want {
+        if !have.iter().any(|h| binding_matches(w, h)) {
+            client.create_binding(source, queue, &w.routing_key, &w.arguments).await?;
+            report.created.push(format!("binding {source} -> {queue} ({:?})", w.routing_key));
+        }
+    }
+    for h in &have {
+        if !want.iter().any(|w| binding_matches(w, h)) {
+            client.delete_binding(source, queue, &h.properties_key).await?;
+            report.removed.push(format!("binding {source} -> {queue} ({:?})", h.routing_key));
+        }
     }
     Ok(())
 }

@@ -15,6 +15,12 @@ pub enum Error {
     Resolve(Box<ResolveError>),
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    #[error("{0}")]
+    Filter(#[from] crate::topology::subscription::FilterError),
+    #[error("{0}")]
+    TopicNotReady(String),
+    #[error("{0}")]
+    WebhookNotFound(String),
     #[error("failed to {action}: {source}")]
     Kube {
         action: &'static str,
@@ -45,6 +51,9 @@ impl Error {
             Self::BrokerUnavailable(_) => "BrokerUnavailable",
             Self::Resolve(e) => e.category(),
             Self::InvalidSpec(_) => "InvalidSpec",
+            Self::Filter(_) => "FilterMismatch",
+            Self::TopicNotReady(_) => "TopicNotReady",
+            Self::WebhookNotFound(_) => "WebhookNotFound",
             Self::Kube { .. } | Self::Finalizer(_) => "KubeApiError",
             Self::NotNamespaced => "NotNamespaced",
         }
@@ -56,14 +65,25 @@ impl Error {
         match self {
             Self::Broker(e) => e.needs_human(),
             Self::Resolve(e) => !matches!(**e, ResolveError::ReadSecret { .. } | ResolveError::Client(_)),
-            Self::InvalidSpec(_) | Self::NotNamespaced => true,
-            Self::BrokerUnavailable(_) | Self::Kube { .. } | Self::Finalizer(_) => false,
+            Self::InvalidSpec(_) | Self::NotNamespaced | Self::Filter(_) => true,
+            Self::BrokerUnavailable(_)
+            | Self::Kube { .. }
+            | Self::Finalizer(_)
+            | Self::TopicNotReady(_)
+            | Self::WebhookNotFound(_) => false,
         }
     }
 
-    /// Only a change to the object can fix this, so retrying is pointless.
+    /// Only a change to this object or one it watches can fix this, so retrying is pointless.
     pub fn awaits_change(&self) -> bool {
-        matches!(self, Self::InvalidSpec(_) | Self::NotNamespaced)
+        matches!(
+            self,
+            Self::InvalidSpec(_)
+                | Self::NotNamespaced
+                | Self::Filter(_)
+                | Self::TopicNotReady(_)
+                | Self::WebhookNotFound(_)
+        )
     }
 
     /// Unwraps the finalizer helper's error so categories stay those of the reconciler.

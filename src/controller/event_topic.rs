@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -17,9 +16,8 @@ use tracing::{info, instrument};
 
 use super::{
     Context, Error,
-    conditions::{Conditions, Outcome, READY},
-    status::apply_status,
-    topic_broker,
+    conditions::{Outcome, READY},
+    status, topic_broker,
 };
 use crate::{
     api::{DeletionPolicy, EventTopic, EventTopicStatus, event_topic::EventType as CatalogEntry},
@@ -45,7 +43,7 @@ pub async fn reconcile(topic: Arc<EventTopic>, ctx: Arc<Context>) -> Result<Acti
 async fn run(topic: Arc<EventTopic>, ctx: &Context) -> Result<Action, Error> {
     let namespace = topic.namespace().ok_or(Error::NotNamespaced)?;
     let api = Api::<EventTopic>::namespaced(ctx.client.clone(), &namespace);
-    mark_reconciling(&api, &topic).await?;
+    status::mark_reconciling(&api, topic.as_ref()).await?;
     finalizer(&api, FINALIZER, topic, |event| async {
         match event {
             Finalizer::Apply(topic) => apply(&api, &topic, ctx).await,
@@ -54,22 +52,6 @@ async fn run(topic: Arc<EventTopic>, ctx: &Context) -> Result<Action, Error> {
     })
     .await
     .map_err(Error::from_finalizer)
-}
-
-/// Records that a new generation is being worked on, before anything else happens.
-async fn mark_reconciling(api: &Api<EventTopic>, topic: &EventTopic) -> Result<(), Error> {
-    let current = topic.status.clone().unwrap_or_default();
-    if topic.metadata.deletion_timestamp.is_some() || current.observed_generation == topic.metadata.generation {
-        return Ok(());
-    }
-    let mut conditions = Conditions::from_status(&current.conditions, topic.metadata.generation, Timestamp::now());
-    conditions.reconciling(&format!("Reconciling generation {}", topic.metadata.generation.unwrap_or_default()));
-    let status = EventTopicStatus {
-        observed_generation: topic.metadata.generation,
-        conditions: conditions.into_vec(),
-        ..current.clone()
-    };
-    apply_status(api, &topic.name_any(), Some(&current), &status).await.map(|_| ())
 }
 
 /// What a successful sync produced.
@@ -81,32 +63,25 @@ struct Converged {
 
 async fn apply(api: &Api<EventTopic>, topic: &EventTopic, ctx: &Context) -> Result<Action, Error> {
     let result = converge(topic, ctx).await;
-    let previous = topic.status.clone().unwrap_or_default();
+    let previous = status::current(topic);
     let outcome = match &result {
         Ok(c) => Outcome::Ready {
             reason: "Ready",
             message: format!("Exchange {} is declared on broker {}", c.topology.exchange, c.broker),
         },
-        Err(e) if e.needs_human() => Outcome::Stalled { reason: e.category(), message: e.to_string() },
-        Err(e) => Outcome::Progressing { reason: e.category(), message: e.to_string() },
+        Err(e) => status::failure_outcome(e),
     };
     report_events(topic, ctx, &previous, &result, &outcome).await;
 
-    let mut conditions = Conditions::from_status(&previous.conditions, topic.metadata.generation, Timestamp::now());
-    conditions.outcome(&outcome);
-    let mut status = EventTopicStatus {
-        observed_generation: topic.metadata.generation,
-        conditions: conditions.into_vec(),
-        event_types: Some(i32::try_from(topic.spec.events.len()).unwrap_or(i32::MAX)),
-        ..previous.clone()
-    };
+    let mut status = status::with_outcome(topic, &previous, &outcome);
+    status.event_types = Some(i32::try_from(topic.spec.events.len()).unwrap_or(i32::MAX));
     if let Ok(c) = &result {
         status.exchange = Some(c.topology.exchange.clone());
         status.alternate_exchange = Some(c.topology.alternate_exchange.clone());
         status.unroutable_queue = Some(c.topology.unroutable_queue.clone());
         status.broker = Some(c.broker.clone());
     }
-    apply_status(api, &topic.name_any(), Some(&previous), &status).await?;
+    status::apply_status(api, &topic.name_any(), Some(&previous), &status).await?;
     result.map(|_| ctx.resync())
 }
 

@@ -4,7 +4,9 @@
 pub mod conditions;
 pub mod error;
 pub mod event_topic;
+mod manager;
 mod status;
+pub mod subscription;
 
 use std::{
     collections::HashMap,
@@ -12,29 +14,21 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt};
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Client, Resource, ResourceExt,
     runtime::{
-        Controller,
-        controller::{self, Action},
+        controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use rand::Rng;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 pub use error::Error;
-pub use status::HasConditions;
+pub use manager::{run, topic_broker};
+pub use status::Reconciled;
 
-use crate::{
-    api::EventTopic,
-    broker::{BrokerKey, Brokers},
-    telemetry::{health::Health, metrics::ControllerMetrics},
-};
+use crate::{broker::Brokers, telemetry::metrics::ControllerMetrics};
 
 /// Field manager for everything the controller applies; also the Events' reporting controller.
 pub const MANAGER: &str = "sluice-controller";
@@ -136,125 +130,6 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx
     let delay = backoff_delay(n, rand::rng().random());
     warn!(object = %key, error = %err, attempt = n, retry_in = ?delay, "Reconcile failed.");
     Action::requeue(delay)
-}
-
-/// Runs every controller until `stop` fires. `health` learns when the watches have synced.
-pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken) {
-    let topics = Api::<EventTopic>::all(ctx.client.clone());
-    wait_for_crd(&topics, &stop).await;
-    if stop.is_cancelled() {
-        return;
-    }
-    let controller = Controller::new(topics, watcher::Config::default().any_semantic())
-        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency));
-    let store = controller.store();
-    let controller = controller
-        .reconcile_on(objects_on_broker(ctx.brokers.subscribe(), store.clone(), topic_broker))
-        .graceful_shutdown_on(stop.clone().cancelled_owned());
-
-    ctx.metrics.drift_repaired(event_topic::KIND, 0);
-    tokio::spawn(mark_synced(store.clone(), health));
-    tokio::spawn(count_resources(event_topic::KIND, store, ctx.metrics.clone(), stop.clone()));
-    info!("Controllers started.");
-    controller
-        .run(event_topic::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                debug!(error = %e, "Controller event.");
-            }
-        })
-        .await;
-    info!("Controllers stopped.");
-}
-
-/// The broker an EventTopic lives on.
-pub fn topic_broker(topic: &EventTopic) -> BrokerKey {
-    match (&topic.spec.broker, topic.namespace()) {
-        (Some(b), Some(namespace)) => BrokerKey::Secret { namespace, name: b.secret_ref.name.clone() },
-        _ => BrokerKey::Default,
-    }
-}
-
-/// When a broker goes down or comes back, every object on it is reconciled at once: its
-/// status tells the truth, and it converges without waiting for its backoff to expire.
-fn objects_on_broker<K>(
-    changed: tokio::sync::broadcast::Receiver<BrokerKey>,
-    store: Store<K>,
-    broker_of: fn(&K) -> BrokerKey,
-) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-{
-    tokio_stream::wrappers::BroadcastStream::new(changed).filter_map(|key| async move { key.ok() }).flat_map(
-        move |key| {
-            let refs: Vec<_> =
-                store.state().iter().filter(|o| broker_of(o) == key).map(|o| ObjectRef::from_obj(o.as_ref())).collect();
-            futures::stream::iter(refs)
-        },
-    )
-}
-
-async fn wait_for_crd<K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
-    api: &Api<K>,
-    stop: &CancellationToken,
-) {
-    loop {
-        match api.list(&kube::api::ListParams::default().limit(1)).await {
-            Ok(_) => return,
-            Err(e) => {
-                warn!(error = %e, "Cannot list the Sluice resources; are the CRDs installed (kubectl apply -f crds/)? Retrying.");
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
-}
-
-async fn mark_synced<K: Resource + Clone>(store: Store<K>, health: Arc<Health>)
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    // Re-poll on a short timer: the store's readiness signal wakes only one waiter, and the
-    // controller's own runner is already waiting on it.
-    loop {
-        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-            Ok(Ok(())) => {
-                info!("Initial watch sync done.");
-                health.set_synced(true);
-                return;
-            }
-            Ok(Err(_)) => return,
-            Err(_) => {}
-        }
-    }
-}
-
-/// Refreshes `sluice_resources{kind,ready}` from the watch cache.
-async fn count_resources<K>(
-    kind: &'static str,
-    store: Store<K>,
-    metrics: Arc<ControllerMetrics>,
-    stop: CancellationToken,
-) where
-    K: Resource<DynamicType = ()> + HasConditions + Clone + Send + Sync + 'static,
-{
-    loop {
-        let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
-        for obj in store.state() {
-            match conditions::ready_condition(obj.conditions()).map(|c| c.status.as_str()) {
-                Some("True") => ready += 1,
-                Some("False") => not_ready += 1,
-                _ => unknown += 1,
-            }
-        }
-        metrics.set_resources(kind, ready, not_ready, unknown);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
 }
 
 #[cfg(test)]

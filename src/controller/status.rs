@@ -1,18 +1,90 @@
 //! Writing status: server-side apply of the whole status with the controller's field
-//! manager, skipped when nothing changed so steady state costs no API writes.
+//! manager, skipped when nothing changed so steady state costs no API writes. Every kind's
+//! status starts with `observedGeneration` and `conditions`; [`Reconciled`] gives the drivers
+//! one way to handle both.
 
 use std::fmt::Debug;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{
-    Api, Resource,
+    Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
-use super::{Error, MANAGER};
-use crate::api::{ApiVersionPolicy, EventTopic, Subscription, Webhook};
+use super::{
+    Error, MANAGER,
+    conditions::{Conditions, Outcome},
+};
+use crate::api::{
+    ApiVersionPolicy, ApiVersionPolicyStatus, EventTopic, EventTopicStatus, Subscription, SubscriptionStatus, Webhook,
+    WebhookStatus,
+};
+
+/// A resource whose status carries `observedGeneration` and conditions.
+pub trait Reconciled: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug {
+    type Status: Clone + Default + PartialEq + Serialize;
+    fn status(&self) -> Option<&Self::Status>;
+    fn conditions(&self) -> &[Condition];
+    fn core(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>);
+}
+
+macro_rules! reconciled {
+    ($($kind:ty => $status:ty),*) => {$(
+        impl Reconciled for $kind {
+            type Status = $status;
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+            }
+            fn core(status: &mut $status) -> (&mut Option<i64>, &mut Vec<Condition>) {
+                (&mut status.observed_generation, &mut status.conditions)
+            }
+        }
+    )*};
+}
+
+reconciled!(
+    EventTopic => EventTopicStatus,
+    Subscription => SubscriptionStatus,
+    Webhook => WebhookStatus,
+    ApiVersionPolicy => ApiVersionPolicyStatus
+);
+
+/// The object's current status, or an empty one.
+pub fn current<K: Reconciled>(obj: &K) -> K::Status {
+    obj.status().cloned().unwrap_or_default()
+}
+
+/// `previous` with this generation observed and the conditions set from `outcome`.
+pub fn with_outcome<K: Reconciled>(obj: &K, previous: &K::Status, outcome: &Outcome) -> K::Status {
+    let mut status = previous.clone();
+    let (generation, conditions) = K::core(&mut status);
+    let mut next = Conditions::from_status(conditions, obj.meta().generation, Timestamp::now());
+    next.outcome(outcome);
+    *generation = obj.meta().generation;
+    *conditions = next.into_vec();
+    status
+}
+
+/// Records that a new generation is being worked on, before anything else happens, so
+/// kstatus and `kubectl wait` never take a fresh or changed object for a finished one.
+pub async fn mark_reconciling<K: Reconciled>(api: &Api<K>, obj: &K) -> Result<(), Error> {
+    let before = current(obj);
+    let mut status = before.clone();
+    let (generation, conditions) = K::core(&mut status);
+    if obj.meta().deletion_timestamp.is_some() || *generation == obj.meta().generation {
+        return Ok(());
+    }
+    let mut next = Conditions::from_status(conditions, obj.meta().generation, Timestamp::now());
+    next.reconciling(&format!("Reconciling generation {}", obj.meta().generation.unwrap_or_default()));
+    *generation = obj.meta().generation;
+    *conditions = next.into_vec();
+    apply_status(api, &obj.name_any(), Some(&before), &status).await.map(|_| ())
+}
 
 /// Applies `status` to the object `name` unless it equals `current`.
 pub async fn apply_status<K, S>(api: &Api<K>, name: &str, current: Option<&S>, status: &S) -> Result<bool, Error>
@@ -30,19 +102,11 @@ where
     Ok(true)
 }
 
-/// Resources whose status carries conditions.
-pub trait HasConditions {
-    fn conditions(&self) -> &[Condition];
+/// The outcome a failed reconcile reports.
+pub fn failure_outcome(e: &Error) -> Outcome {
+    if e.needs_human() {
+        Outcome::Stalled { reason: e.category(), message: e.to_string() }
+    } else {
+        Outcome::Progressing { reason: e.category(), message: e.to_string() }
+    }
 }
-
-macro_rules! has_conditions {
-    ($($kind:ty),*) => {$(
-        impl HasConditions for $kind {
-            fn conditions(&self) -> &[Condition] {
-                self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
-            }
-        }
-    )*};
-}
-
-has_conditions!(EventTopic, Subscription, Webhook, ApiVersionPolicy);

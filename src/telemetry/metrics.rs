@@ -38,6 +38,13 @@ pub struct BrokerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub namespace: String,
+    pub subscription: String,
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub operation: &'static str,
     pub outcome: &'static str,
@@ -58,6 +65,7 @@ pub struct ControllerMetrics {
     resources: Family<ResourceLabels, Gauge>,
     broker_up: Family<BrokerLabels, Gauge>,
     drift_repairs: Family<KindLabels, Counter>,
+    queue_messages: Family<QueueLabels, Gauge>,
     pub broker_requests: BrokerRequestMetrics,
 }
 
@@ -71,6 +79,7 @@ impl ControllerMetrics {
             resources: Family::default(),
             broker_up: Family::default(),
             drift_repairs: Family::default(),
+            queue_messages: Family::default(),
             broker_requests: BrokerRequestMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
@@ -91,6 +100,11 @@ impl ControllerMetrics {
             "drift_repairs",
             "Broker objects found missing or changed out of band and restored",
             metrics.drift_repairs.clone(),
+        );
+        r.register(
+            "queue_messages",
+            "Messages in a Subscription's queues (work, retry, dlq), from the broker's statistics",
+            metrics.queue_messages.clone(),
         );
         r.register(
             "broker_requests",
@@ -115,6 +129,22 @@ impl ControllerMetrics {
 
     pub fn forget_broker(&self, broker: &str) {
         self.broker_up.remove(&BrokerLabels { broker: broker.to_owned() });
+    }
+
+    /// Sets the message counts of a Subscription's queues.
+    pub fn set_queue_messages(&self, namespace: &str, subscription: &str, work: i64, retry: i64, dlq: i64) {
+        for (queue, value) in [("work", work), ("retry", retry), ("dlq", dlq)] {
+            let labels = QueueLabels { namespace: namespace.to_owned(), subscription: subscription.to_owned(), queue };
+            self.queue_messages.get_or_create(&labels).set(value);
+        }
+    }
+
+    /// Drops a deleted Subscription's series.
+    pub fn forget_queue_messages(&self, namespace: &str, subscription: &str) {
+        for queue in ["work", "retry", "dlq"] {
+            let labels = QueueLabels { namespace: namespace.to_owned(), subscription: subscription.to_owned(), queue };
+            self.queue_messages.remove(&labels);
+        }
     }
 
     /// Sets the number of `kind` resources per Ready status (`true`, `false`, `unknown`).

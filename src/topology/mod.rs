@@ -3,6 +3,7 @@
 
 pub mod event_topic;
 pub mod names;
+pub mod subscription;
 
 use std::collections::BTreeMap;
 

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use sluice::api::EventTopic;
 
 use crate::harness::{
-    AMQP_URI, Controller, ControllerOpts, Rabbit, TestNamespace, admin, clean_leftovers, condition, events_for,
-    eventually, kubectl, serial,
+    AMQP_URI, Controller, ControllerOpts, Rabbit, TestNamespace, admin, condition, events_for, eventually, kubectl,
+    serial,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,30 +28,21 @@ pub fn topic(name: &str, spec: Value) -> EventTopic {
 }
 
 async fn get_json(ns: &TestNamespace, name: &str) -> Option<Value> {
-    let obj = ns.api::<EventTopic>().get_opt(name).await.expect("get topic")?;
-    Some(serde_json::to_value(obj).expect("json"))
+    ns.get_json::<EventTopic>(name).await
 }
 
 async fn wait_condition(ns: &TestNamespace, name: &str, type_: &str, status: &str, reason: &str) -> String {
-    let what = format!("{name} {type_}={status} ({reason})");
-    eventually(&what, WAIT, || async {
-        let obj = get_json(ns, name).await?;
-        let (s, r, message) = condition(&obj, type_)?;
-        (s == status && r == reason).then_some(message)
-    })
-    .await
+    ns.wait_condition::<EventTopic>(name, type_, status, reason).await
 }
 
 async fn gone(ns: &TestNamespace, name: &str) {
-    eventually(&format!("{name} to be deleted"), WAIT, || async { get_json(ns, name).await.is_none().then_some(()) })
-        .await;
+    ns.gone::<EventTopic>(name).await;
 }
 
 #[tokio::test]
 async fn a_topic_becomes_a_durable_exchange_that_keeps_unroutable_events() {
     let _serial = serial();
     let client = admin().await;
-    clean_leftovers(&client).await;
     let ns = TestNamespace::create(&client, "topic").await;
     let ctl = Controller::start(&ControllerOpts::new("topic-lifecycle"));
     ctl.wait_leader().await;

@@ -18,7 +18,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::{Value, json};
-use sluice::api::EventTopic;
+use sluice::api::{EventTopic, Subscription};
 
 /// Paths of the test bed, set by `make e2e`.
 pub struct Env {
@@ -97,6 +97,10 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub async fn create(client: &Client, prefix: &str) -> Self {
+        static CLEANED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !CLEANED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            clean_leftovers(client).await;
+        }
         let name = format!("e2e-{prefix}-{}", random_suffix());
         let ns: Namespace = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}}
@@ -113,23 +117,76 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
+    /// The object as JSON, if it exists.
+    pub async fn get_json<K>(&self, name: &str) -> Option<Value>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let obj = self.api::<K>().get_opt(name).await.expect("get object")?;
+        Some(serde_json::to_value(obj).expect("json"))
+    }
+
+    /// Waits for condition `type_` of `name` to have `status` and `reason`; returns its message.
+    pub async fn wait_condition<K>(&self, name: &str, type_: &str, status: &str, reason: &str) -> String
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let what = format!("{name} {type_}={status} ({reason})");
+        eventually(&what, Duration::from_secs(90), || async {
+            let obj = self.get_json::<K>(name).await?;
+            let (s, r, message) = condition(&obj, type_)?;
+            (s == status && r == reason).then_some(message)
+        })
+        .await
+    }
+
+    /// Waits until `name` is gone.
+    pub async fn gone<K>(&self, name: &str)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        eventually(&format!("{name} to be deleted"), Duration::from_secs(90), || async {
+            self.get_json::<K>(name).await.is_none().then_some(())
+        })
+        .await;
+    }
+
     /// `kubectl wait --for=condition=Ready` on `resource` (e.g. `eventtopic/orders`).
     pub fn wait_ready(&self, resource: &str) {
         let (ok, out) = kubectl(&["wait", "--for=condition=Ready", resource, "-n", &self.name, "--timeout=60s"]);
         assert!(ok, "kubectl wait for {resource}: {out}");
     }
 
-    /// Deletes the topics left in the namespace, waits until the (still running) controller
-    /// has released them, then deletes the namespace.
+    /// Deletes the Subscriptions, then the topics left in the namespace, waits until the
+    /// (still running) controller has released them, then deletes the namespace.
     pub async fn teardown(self) {
-        let topics = self.api::<EventTopic>();
-        let _ = topics.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
-        eventually("the namespace's topics to be deleted", Duration::from_secs(60), || async {
-            topics.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
-        })
-        .await;
+        delete_all(&self.api::<Subscription>()).await;
+        delete_all(&self.api::<EventTopic>()).await;
         let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
     }
+}
+
+async fn delete_all<K>(api: &Api<K>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let _ = api.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
+    eventually("the namespace's resources to be deleted", Duration::from_secs(300), || async {
+        api.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
+    })
+    .await;
 }
 
 /// Removes what failed earlier runs left behind: e2e namespaces whose resources kept their
@@ -137,13 +194,22 @@ impl TestNamespace {
 pub async fn clean_leftovers(client: &Client) {
     let namespaces = Api::<Namespace>::all(client.clone());
     let list = namespaces.list(&ListParams::default().labels("sluice.dev/e2e=true")).await.expect("list namespaces");
+    let rabbit = Rabbit::new();
     for ns in list {
-        let topics = Api::<EventTopic>::namespaced(client.clone(), &ns.name_any());
-        for t in topics.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
-            let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-            let _ = topics.patch(&t.name_any(), &PatchParams::default(), &patch).await;
-        }
+        unfinalize(&Api::<EventTopic>::namespaced(client.clone(), &ns.name_any())).await;
+        unfinalize(&Api::<Subscription>::namespaced(client.clone(), &ns.name_any())).await;
         let _ = namespaces.delete(&ns.name_any(), &DeleteParams::default()).await;
+        rabbit.purge(&format!("sluice.{}.", ns.name_any())).await;
+    }
+}
+
+async fn unfinalize<K>(api: &Api<K>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for obj in api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+        let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+        let _ = api.patch(&obj.name_any(), &PatchParams::default(), &patch).await;
     }
 }
 
@@ -339,6 +405,60 @@ impl Rabbit {
         self.send(reqwest::Method::DELETE, &format!("queues/%2f/{}", enc(name)), None).await;
     }
 
+    /// Deletes every queue, exchange and policy whose name starts with `prefix`.
+    pub async fn purge(&self, prefix: &str) {
+        let names = |v: Option<Value>| -> Vec<String> {
+            v.and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|o| o["name"].as_str().map(str::to_owned))
+                .filter(|n| n.starts_with(prefix) || n.starts_with(&format!("sluice.closing:{prefix}")))
+                .collect()
+        };
+        for q in names(self.get("queues/%2f?columns=name").await) {
+            self.send(reqwest::Method::DELETE, &format!("queues/%2f/{}", enc(&q)), None).await;
+        }
+        for x in names(self.get("exchanges/%2f?columns=name").await) {
+            self.send(reqwest::Method::DELETE, &format!("exchanges/%2f/{}", enc(&x)), None).await;
+        }
+        for p in names(self.get("policies/%2f").await) {
+            self.send(reqwest::Method::DELETE, &format!("policies/%2f/{}", enc(&p)), None).await;
+        }
+    }
+
+    pub async fn policy(&self, name: &str) -> Option<Value> {
+        self.get(&format!("policies/%2f/{}", enc(name))).await
+    }
+
+    pub async fn put_policy(&self, name: &str, body: Value) {
+        self.send(reqwest::Method::PUT, &format!("policies/%2f/{}", enc(name)), Some(body)).await;
+    }
+
+    pub async fn delete_policy(&self, name: &str) {
+        self.send(reqwest::Method::DELETE, &format!("policies/%2f/{}", enc(name)), None).await;
+    }
+
+    /// Deletes every binding from `exchange` to `queue`.
+    pub async fn unbind(&self, exchange: &str, queue: &str) {
+        for b in self.bindings(exchange, queue).await {
+            let key = b["properties_key"].as_str().unwrap_or_default();
+            let path = format!("bindings/%2f/e/{}/q/{}/{}", enc(exchange), enc(queue), enc(key));
+            self.send(reqwest::Method::DELETE, &path, None).await;
+        }
+    }
+
+    /// Routing keys (or header matches) of the bindings from `exchange` to `queue`, sorted.
+    pub async fn binding_keys(&self, exchange: &str, queue: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .bindings(exchange, queue)
+            .await
+            .iter()
+            .map(|b| b["routing_key"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     pub async fn declare_exchange(&self, name: &str, kind: &str) {
         let body = json!({"type": kind, "durable": true});
         self.send(reqwest::Method::PUT, &format!("exchanges/%2f/{}", enc(name)), Some(body)).await;
@@ -402,11 +522,98 @@ pub fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
 
 /// Events about `name` in `namespace`, as (type, reason, note).
 pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<(String, String, String)> {
+    event_list(client, namespace, name).await.into_iter().map(|(t, r, n, _)| (t, r, n)).collect()
+}
+
+/// How many times Events with `reason` were recorded about `name`, counting the repeats the
+/// recorder folds into a series.
+pub async fn event_count(client: &Client, namespace: &str, name: &str, reason: &str) -> i32 {
+    event_list(client, namespace, name).await.iter().filter(|e| e.1 == reason).map(|e| e.3).sum()
+}
+
+async fn event_list(client: &Client, namespace: &str, name: &str) -> Vec<(String, String, String, i32)> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
     let list = api.list(&ListParams::default()).await.expect("list events");
     list.items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .map(|e| {
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default(), count)
+        })
         .collect()
+}
+
+// === AMQP ===
+
+/// A publisher/consumer on the test bed broker, publisher confirms on.
+pub struct Amqp {
+    conn: lapin::Connection,
+    pub channel: lapin::Channel,
+}
+
+impl Amqp {
+    pub async fn connect() -> Self {
+        let conn = lapin::Connection::connect(AMQP_URI, lapin::ConnectionProperties::default()).await.expect("amqp");
+        let channel = conn.create_channel().await.expect("channel");
+        channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.expect("confirms");
+        Self { conn, channel }
+    }
+
+    /// Publishes persistent JSON events `{prefix}-{0..n}` (the id is also `message_id`) and
+    /// waits until the broker confirmed every one as routed.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, prefix: &str, n: usize) {
+        let mut confirms = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = format!("{prefix}-{i}");
+            let props = lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(id.as_str().into());
+            let body = format!(r#"{{"id":"{id}"}}"#);
+            let options = lapin::options::BasicPublishOptions { mandatory: true, ..Default::default() };
+            let confirm = self
+                .channel
+                .basic_publish(exchange.into(), routing_key.into(), options, body.as_bytes(), props)
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirmation = confirm.await.expect("confirm");
+            assert!(matches!(confirmation, lapin::Confirmation::Ack(None)), "published and routed: {confirmation:?}");
+        }
+    }
+
+    /// Ready messages in `queue`, exactly, from the broker (not from the statistics).
+    pub async fn count(&self, queue: &str) -> u32 {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        self.channel
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
+            .message_count()
+    }
+
+    /// Takes every message out of `queue` and returns their ids, in order.
+    pub async fn drain(&self, queue: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        while let Some(m) = self.channel.basic_get(queue.into(), options).await.expect("get") {
+            let id = m.delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned());
+            ids.push(id.unwrap_or_default());
+        }
+        ids
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+}
+
+/// The ids `{prefix}-0` .. `{prefix}-{n-1}`, sorted as strings for comparison with drains.
+pub fn ids(prefix: &str, n: usize) -> Vec<String> {
+    let mut v: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    v.sort();
+    v
 }

@@ -13,3 +13,4 @@ mod broker_faults;
 mod event_topic;
 mod harness;
 mod leader;
+mod subscription;

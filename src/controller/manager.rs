@@ -1,0 +1,197 @@
+//! Runs the controllers: one kube-runtime `Controller` per kind, with the watches that wake a
+//! resource when what it depends on changes, readiness once every watch has synced, and the
+//! `sluice_resources` gauge.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::{self},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Context, Reconciled, conditions, error_policy, event_topic, subscription};
+use crate::{
+    api::{EventTopic, Subscription, Webhook},
+    broker::BrokerKey,
+    telemetry::{health::Health, metrics::ControllerMetrics},
+};
+
+/// Runs every controller until `stop` fires. `health` learns when all watches have synced.
+pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken) {
+    let client = ctx.client.clone();
+    wait_for_crd(&Api::<EventTopic>::all(client.clone()), &stop).await;
+    if stop.is_cancelled() {
+        return;
+    }
+    let config = controller::Config::default().concurrency(ctx.settings.concurrency);
+
+    let topics = Controller::new(Api::<EventTopic>::all(client.clone()), watcher::Config::default().any_semantic())
+        .with_config(config.clone());
+    let topic_store = topics.store();
+    let topics = topics
+        .reconcile_on(objects_on_broker(ctx.brokers.subscribe(), topic_store.clone(), topic_broker))
+        .graceful_shutdown_on(stop.clone().cancelled_owned());
+
+    let subs = Controller::new(Api::<Subscription>::all(client.clone()), watcher::Config::default().any_semantic())
+        .with_config(config);
+    let sub_store = subs.store();
+    let (by_topic, by_webhook) = (sub_store.clone(), sub_store.clone());
+    let subs = subs
+        // A topic that appears, turns Ready or is re-created wakes its Subscriptions.
+        .watches(Api::<EventTopic>::all(client.clone()), watcher::Config::default(), move |topic| {
+            referring(&by_topic, &topic, |s| &s.spec.topic_ref.name)
+        })
+        .watches(Api::<Webhook>::all(client), watcher::Config::default(), move |webhook| {
+            referring(&by_webhook, &webhook, |s| s.spec.webhook_ref.as_ref().map_or("", |w| w.name.as_str()))
+        })
+        .reconcile_all_on(broker_changes(ctx.brokers.subscribe()))
+        .graceful_shutdown_on(stop.clone().cancelled_owned());
+
+    for kind in [event_topic::KIND, subscription::KIND] {
+        ctx.metrics.drift_repaired(kind, 0);
+    }
+    let (t, s) = (topic_store.clone(), sub_store.clone());
+    tokio::spawn(async move {
+        tokio::join!(synced(t), synced(s));
+        info!("Initial watch sync done.");
+        health.set_synced(true);
+    });
+    tokio::spawn(count_resources(event_topic::KIND, topic_store, ctx.metrics.clone(), stop.clone()));
+    tokio::spawn(count_resources(subscription::KIND, sub_store, ctx.metrics.clone(), stop.clone()));
+    info!("Controllers started.");
+    tokio::join!(
+        drain(topics.run(event_topic::reconcile, error_policy, ctx.clone())),
+        drain(subs.run(subscription::reconcile, error_policy, ctx)),
+    );
+    info!("Controllers stopped.");
+}
+
+async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>) {
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "Controller event.");
+            }
+        })
+        .await;
+}
+
+/// The Subscriptions in `other`'s namespace whose reference (picked by `by`) names it.
+fn referring<K: Resource>(
+    subs: &Store<Subscription>,
+    other: &K,
+    by: impl Fn(&Subscription) -> &str,
+) -> Vec<ObjectRef<Subscription>> {
+    let (namespace, name) = (other.namespace(), other.name_any());
+    subs.state()
+        .iter()
+        .filter(|s| s.namespace() == namespace && by(s) == name)
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// The broker an EventTopic lives on.
+pub fn topic_broker(topic: &EventTopic) -> BrokerKey {
+    match (&topic.spec.broker, topic.namespace()) {
+        (Some(b), Some(namespace)) => BrokerKey::Secret { namespace, name: b.secret_ref.name.clone() },
+        _ => BrokerKey::Default,
+    }
+}
+
+/// When a broker goes down or comes back, every object on it is reconciled at once: its
+/// status tells the truth, and it converges without waiting for its backoff to expire.
+fn objects_on_broker<K>(
+    changed: tokio::sync::broadcast::Receiver<BrokerKey>,
+    store: Store<K>,
+    broker_of: fn(&K) -> BrokerKey,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    broker_changes_of(changed).flat_map(move |key| {
+        let refs: Vec<_> =
+            store.state().iter().filter(|o| broker_of(o) == key).map(|o| ObjectRef::from_obj(o.as_ref())).collect();
+        futures::stream::iter(refs)
+    })
+}
+
+/// Any broker's health change. Subscriptions live on their topic's broker, which only the
+/// topic knows, so all of them are woken.
+fn broker_changes(changed: tokio::sync::broadcast::Receiver<BrokerKey>) -> impl Stream<Item = ()> + Send + 'static {
+    broker_changes_of(changed).map(|_| ())
+}
+
+fn broker_changes_of(
+    changed: tokio::sync::broadcast::Receiver<BrokerKey>,
+) -> impl Stream<Item = BrokerKey> + Send + 'static {
+    tokio_stream::wrappers::BroadcastStream::new(changed).filter_map(|key| async move { key.ok() })
+}
+
+async fn wait_for_crd<K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
+    api: &Api<K>,
+    stop: &CancellationToken,
+) {
+    loop {
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Ok(_) => return,
+            Err(e) => {
+                warn!(error = %e, "Cannot list the Sluice resources; are the CRDs installed (kubectl apply -f crds/)? Retrying.");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Returns once the store has its initial list.
+async fn synced<K: Resource + Clone>(store: Store<K>)
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    // Re-poll on a short timer: the store's readiness signal wakes only one waiter, and the
+    // controller's own runner is already waiting on it.
+    loop {
+        if let Ok(result) = tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            if result.is_err() {
+                std::future::pending::<()>().await;
+            }
+            return;
+        }
+    }
+}
+
+/// Refreshes `sluice_resources{kind,ready}` from the watch cache.
+async fn count_resources<K>(
+    kind: &'static str,
+    store: Store<K>,
+    metrics: Arc<ControllerMetrics>,
+    stop: CancellationToken,
+) where
+    K: Resource<DynamicType = ()> + Reconciled + Clone + Send + Sync + 'static,
+{
+    loop {
+        let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
+        for obj in store.state() {
+            match conditions::ready_condition(obj.conditions()).map(|c| c.status.as_str()) {
+                Some("True") => ready += 1,
+                Some("False") => not_ready += 1,
+                _ => unknown += 1,
+            }
+        }
+        metrics.set_resources(kind, ready, not_ready, unknown);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
