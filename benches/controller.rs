@@ -1,9 +1,12 @@
-//! `make bench`, controller section: how fast EventTopics converge compared with declaring
-//! the same broker objects directly, what the controller costs in memory, and how many
-//! management API calls a steady-state resync makes. Figures are measured in one run on this
-//! machine and printed as a table; nothing here asserts a threshold.
+//! `make bench`, controller section: how fast resources converge compared with declaring the
+//! same broker objects directly (the baseline, measured in the same run), what the controller
+//! costs in memory, and what a steady-state resync costs the broker. Printed as a table;
+//! nothing here asserts a threshold.
+//!
+//! Sizes: `SLUICE_BENCH_TOPICS` (default 100) EventTopics, then `SLUICE_BENCH_SUBSCRIPTIONS`
+//! (default 1000) Subscriptions, each with a dead-letter queue and the default 9-step ladder.
 
-// Figures are printed with one decimal; the u64 → f64 precision loss is irrelevant.
+// Figures are printed with one or two decimals; u64 → f64 precision loss is irrelevant.
 #![allow(clippy::cast_precision_loss)]
 
 #[allow(dead_code, clippy::await_holding_lock)]
@@ -15,108 +18,123 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, stream};
 use harness::{Controller, ControllerOpts, TestNamespace, admin, eventually};
 use kube::api::{ListParams, PostParams};
-use serde_json::json;
-use sluice::api::EventTopic;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sluice::{
+    api::{EventTopic, Subscription},
+    controller::Reconciled,
+};
 
 const MGMT: &str = "http://127.0.0.1:15672/api";
+/// The controller's default reconcile concurrency; the baseline uses the same.
+const CONCURRENCY: usize = 16;
 
-fn topics() -> usize {
-    std::env::var("SLUICE_BENCH_TOPICS").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
+fn size(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Baseline: the same four objects per topic declared straight through the management API,
-/// 16 at a time (the controller's default concurrency).
-async fn raw_declare(prefix: &str, n: usize) -> Duration {
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Sends `requests(i)` for every item `i`, items `CONCURRENCY` at a time, each item's
+/// requests in order; returns how long it took.
+async fn baseline(n: usize, requests: impl Fn(usize) -> Vec<(Method, String, Value)>) -> Duration {
     let http = reqwest::Client::new();
+    let requests = &requests;
     let start = Instant::now();
     stream::iter(0..n)
-        .for_each_concurrent(16, |i| {
+        .for_each_concurrent(CONCURRENCY, |i| {
             let http = http.clone();
             async move {
-                let x = format!("{prefix}.t{i}");
-                let ae = format!("{x}.unroutable");
-                let enc =
-                    |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-                let put = |path: String, body: serde_json::Value| {
-                    let http = http.clone();
-                    async move {
-                        let r = http
-                            .put(format!("{MGMT}/{path}"))
-                            .basic_auth("guest", Some("guest"))
-                            .json(&body)
-                            .send()
-                            .await;
-                        assert!(r.is_ok_and(|r| r.status().is_success()), "baseline declare failed");
-                    }
-                };
-                put(format!("exchanges/%2f/{}", enc(&ae)), json!({"type": "fanout", "durable": true})).await;
-                put(
-                    format!("exchanges/%2f/{}", enc(&x)),
-                    json!({"type": "topic", "durable": true, "arguments": {"alternate-exchange": ae}}),
-                )
-                .await;
-                put(
-                    format!("queues/%2f/{}", enc(&ae)),
-                    json!({"durable": true, "arguments": {"x-queue-type": "quorum"}}),
-                )
-                .await;
-                let r = http
-                    .post(format!("{MGMT}/bindings/%2f/e/{}/q/{}", enc(&ae), enc(&ae)))
-                    .basic_auth("guest", Some("guest"))
-                    .json(&json!({"routing_key": ""}))
-                    .send()
-                    .await;
-                assert!(r.is_ok_and(|r| r.status().is_success()), "baseline bind failed");
-            }
-        })
-        .await;
-    let took = start.elapsed();
-    stream::iter(0..n)
-        .for_each_concurrent(16, |i| {
-            let http = http.clone();
-            async move {
-                let x = format!("{prefix}.t{i}");
-                for path in [
-                    format!("exchanges/%2f/{x}"),
-                    format!("exchanges/%2f/{x}.unroutable"),
-                    format!("queues/%2f/{x}.unroutable"),
-                ] {
-                    let _ = http.delete(format!("{MGMT}/{path}")).basic_auth("guest", Some("guest")).send().await;
+                for (method, path, body) in requests(i) {
+                    let r =
+                        http.request(method, format!("{MGMT}/{path}")).basic_auth("guest", Some("guest")).json(&body);
+                    let r = r.send().await.expect("baseline request");
+                    assert!(r.status().is_success(), "baseline {path}: {}", r.status());
                 }
             }
         })
         .await;
-    took
+    start.elapsed()
 }
 
-fn sum(metrics: &str, name: &str) -> f64 {
-    metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+/// Deletes what a baseline declared (not timed).
+async fn delete_baseline(prefix: &str) {
+    harness::Rabbit::new().purge(prefix).await;
 }
 
-/// Creates `n` topics and returns how long it took until every one was Ready.
-async fn apply_and_wait(api: &kube::Api<EventTopic>, n: usize) -> Duration {
+/// The EventTopic baseline: alternate exchange, exchange, unroutable queue, binding.
+fn topic_objects(prefix: &str, i: usize) -> Vec<(Method, String, Value)> {
+    let x = format!("{prefix}.t{i}");
+    let ae = format!("{x}.unroutable");
+    vec![
+        (Method::PUT, format!("exchanges/%2f/{}", enc(&ae)), json!({"type": "fanout", "durable": true})),
+        (
+            Method::PUT,
+            format!("exchanges/%2f/{}", enc(&x)),
+            json!({"type": "topic", "durable": true, "arguments": {"alternate-exchange": ae}}),
+        ),
+        (
+            Method::PUT,
+            format!("queues/%2f/{}", enc(&ae)),
+            json!({"durable": true, "arguments": {"x-queue-type": "quorum"}}),
+        ),
+        (Method::POST, format!("bindings/%2f/e/{}/q/{}", enc(&ae), enc(&ae)), json!({"routing_key": ""})),
+    ]
+}
+
+/// The Subscription baseline: DLQ, work queue, nine retry queues, one binding.
+fn subscription_objects(prefix: &str, exchange: &str, i: usize) -> Vec<(Method, String, Value)> {
+    let work = format!("{prefix}.s{i}");
+    let dlq = format!("{work}.dlq");
+    let quorum = |args: Value| json!({"durable": true, "arguments": args});
+    let mut v = vec![
+        (Method::PUT, format!("queues/%2f/{}", enc(&dlq)), quorum(json!({"x-queue-type": "quorum"}))),
+        (
+            Method::PUT,
+            format!("queues/%2f/{}", enc(&work)),
+            quorum(json!({"x-queue-type": "quorum", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq,
+                          "x-dead-letter-strategy": "at-least-once"})),
+        ),
+    ];
+    for (step, ttl) in
+        [5_000u64, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 50_400_000, 72_000_000, 86_400_000]
+            .iter()
+            .enumerate()
+    {
+        let args = json!({"x-queue-type": "quorum", "x-message-ttl": ttl, "x-dead-letter-exchange": "",
+                          "x-dead-letter-routing-key": work, "x-dead-letter-strategy": "at-least-once",
+                          "x-overflow": "reject-publish"});
+        v.push((Method::PUT, format!("queues/%2f/{}", enc(&format!("{work}.retry.{}", step + 1))), quorum(args)));
+    }
+    v.push((
+        Method::POST,
+        format!("bindings/%2f/e/{}/q/{}", enc(exchange), enc(&work)),
+        json!({"routing_key": "order.*"}),
+    ));
+    v
+}
+
+/// Creates `objects` (32 at a time, as one big `kubectl apply` would) and returns how long
+/// it took until every one was Ready.
+async fn apply_and_wait<K>(api: &kube::Api<K>, objects: Vec<K>) -> Duration
+where
+    K: Reconciled + serde::Serialize + Send + Sync,
+{
+    let n = objects.len();
     let start = Instant::now();
-    stream::iter(0..n)
-        .for_each_concurrent(32, |i| {
-            let api = api.clone();
-            async move {
-                let t: EventTopic = serde_json::from_value(json!({
-                    "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic",
-                    "metadata": {"name": format!("t{i}")}, "spec": {"type": "topic"}
-                }))
-                .expect("topic");
-                api.create(&PostParams::default(), &t).await.expect("create topic");
-            }
+    stream::iter(objects)
+        .for_each_concurrent(32, |o| async move {
+            api.create(&PostParams::default(), &o).await.expect("create");
         })
         .await;
-    eventually("every topic Ready", Duration::from_secs(600), || async {
+    eventually("every object Ready", Duration::from_secs(1800), || async {
         let list = api.list(&ListParams::default()).await.ok()?;
         let ready = list
             .items
             .iter()
-            .filter(|t| {
-                t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|o| o.conditions().iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             .count();
         (ready == n).then_some(())
     })
@@ -124,51 +142,122 @@ async fn apply_and_wait(api: &kube::Api<EventTopic>, n: usize) -> Duration {
     start.elapsed()
 }
 
-/// Steady state over `window`: (reconciles, management API calls, broker writes).
-async fn steady_state(ctl: &Controller, window: Duration) -> (f64, f64, f64) {
+/// Steady state over `window`: (reconciles of `kind`, management API calls, broker writes).
+async fn steady_state(ctl: &Controller, kind: &str, window: Duration) -> (f64, f64, f64) {
+    let sum = |metrics: &str, prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
     let before = ctl.metrics().await;
     tokio::time::sleep(window).await;
     let after = ctl.metrics().await;
     let delta = |name: &str| sum(&after, name) - sum(&before, name);
-    let writes = ["exchange.put", "queue.put", "binding.create"]
+    let writes = ["exchange.put", "queue.put", "binding.create", "policy.put"]
         .iter()
         .map(|op| delta(&format!("sluice_broker_requests_total{{operation=\"{op}\"")))
         .sum::<f64>();
-    (delta("sluice_reconcile_total"), delta("sluice_broker_requests_total"), writes)
+    let reconciles = delta(&format!("sluice_reconcile_total{{kind=\"{kind}\""));
+    (reconciles, delta("sluice_broker_requests_total"), writes)
+}
+
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn row(&mut self, figure: impl Into<String>, value: String) {
+        self.0.push((figure.into(), value));
+    }
+
+    fn print(&self, title: &str) {
+        println!("\n{title}");
+        println!("{:<66} {:>12}", "figure", "value");
+        for (figure, value) in &self.0 {
+            println!("{figure:<66} {value:>12}");
+        }
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
 }
 
 #[tokio::main]
 async fn main() {
-    let n = topics();
+    let (topics, subscriptions) = (size("SLUICE_BENCH_TOPICS", 100), size("SLUICE_BENCH_SUBSCRIPTIONS", 1000));
     let client = admin().await;
-    let ns = TestNamespace::create(&client, "bench").await;
-
-    let raw = raw_declare(&format!("bench-raw-{}", harness::random_suffix()), n).await;
-
+    let mut table = Table(Vec::new());
     let ctl = Controller::start(&ControllerOpts { resync: "10s", ..ControllerOpts::new("bench") });
     ctl.wait_leader().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_idle = ctl.rss_kib();
+    table.row("controller RSS idle (MiB)", mib(ctl.rss_kib()));
 
-    let api = ns.api::<EventTopic>();
-    let converge = apply_and_wait(&api, n).await;
+    // EventTopics.
+    let prefix = format!("bench-raw-{}", harness::random_suffix());
+    let raw = baseline(topics, |i| topic_objects(&prefix, i)).await;
+    delete_baseline(&prefix).await;
+    let ns = TestNamespace::create(&client, "bench-topics").await;
+    let objects = (0..topics)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic",
+                "metadata": {"name": format!("t{i}")}, "spec": {"type": "topic"}
+            }))
+            .expect("topic")
+        })
+        .collect();
+    let took = apply_and_wait(&ns.api::<EventTopic>(), objects).await;
+    table.row(
+        format!("{topics} EventTopics: baseline, same objects via the management API (s)"),
+        format!("{:.2}", raw.as_secs_f64()),
+    );
+    table.row(format!("{topics} EventTopics: apply -> all Ready (s)"), format!("{:.2}", took.as_secs_f64()));
+    table.row("  ratio operator / baseline", format!("{:.2}", took.as_secs_f64() / raw.as_secs_f64()));
+    table.row(format!("controller RSS with {topics} EventTopics (MiB)"), mib(ctl.rss_kib()));
+    let (reconciles, requests, writes) = steady_state(&ctl, "EventTopic", Duration::from_secs(30)).await;
+    table.row(
+        "  steady state: management API calls per EventTopic reconcile",
+        format!("{:.2}", requests / reconciles.max(1.0)),
+    );
+    table.row("  steady state: broker writes in 30 s of 10 s resyncs", format!("{writes:.0}"));
+    ns.teardown().await;
+
+    // Subscriptions, each with a DLQ and the default 9-step ladder, on one topic.
+    let ns = TestNamespace::create(&client, "bench-subs").await;
+    let orders: EventTopic = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "orders"}, "spec": {"type": "topic"}
+    }))
+    .expect("topic");
+    ns.api::<EventTopic>().create(&PostParams::default(), &orders).await.expect("topic");
+    ns.wait_ready("eventtopic/orders");
+    let exchange = format!("sluice.{}.orders", ns.name);
+    let prefix = format!("bench-raw-{}", harness::random_suffix());
+    let raw = baseline(subscriptions, |i| subscription_objects(&prefix, &exchange, i)).await;
+    delete_baseline(&prefix).await;
+    let objects: Vec<Subscription> = (0..subscriptions)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": format!("s{i}")},
+                "spec": {"topicRef": {"name": "orders"}, "filter": {"routingKeys": ["order.*"]}, "deletionPolicy": "Delete"}
+            }))
+            .expect("subscription")
+        })
+        .collect();
+    let took = apply_and_wait(&ns.api::<Subscription>(), objects).await;
+    let label = format!("{subscriptions} Subscriptions (11 quorum queues + 1 binding each)");
+    table.row(format!("{label}: baseline (s)"), format!("{:.2}", raw.as_secs_f64()));
+    table.row(format!("{subscriptions} Subscriptions: apply -> all Ready (s)"), format!("{:.2}", took.as_secs_f64()));
+    table.row("  ratio operator / baseline", format!("{:.2}", took.as_secs_f64() / raw.as_secs_f64()));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_loaded = ctl.rss_kib();
-    let (reconciles, requests, writes) = steady_state(&ctl, Duration::from_secs(30)).await;
-    let rss_steady = ctl.rss_kib();
-
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    println!("\nController (EventTopic), {n} topics, one run on this machine");
-    println!("{:<58} {:>14}", "figure", "value");
-    println!("{:<58} {:>14.2}", "baseline: declare the same objects via the management API (s)", raw.as_secs_f64());
-    println!("{:<58} {:>14.2}", "operator: apply -> every topic Ready (s)", converge.as_secs_f64());
-    println!("{:<58} {:>14.2}", "ratio operator / baseline", converge.as_secs_f64() / raw.as_secs_f64());
-    println!("{:<58} {:>14.1}", "controller RSS idle (MiB)", mib(rss_idle));
-    println!("{:<58} {:>14.1}", format!("controller RSS with {n} topics Ready (MiB)"), mib(rss_loaded));
-    println!("{:<58} {:>14.1}", "controller RSS after 30s of resyncs (MiB)", mib(rss_steady));
-    println!("{:<58} {:>14.0}", "steady state: reconciles in 30s (resync 10s)", reconciles);
-    println!("{:<58} {:>14.2}", "steady state: management API calls per reconcile", requests / reconciles.max(1.0));
-    println!("{:<58} {:>14.0}", "steady state: broker writes in 30s", writes);
-
+    table.row(format!("controller RSS with {subscriptions} Subscriptions (MiB)"), mib(ctl.rss_kib()));
+    let (reconciles, requests, writes) = steady_state(&ctl, "Subscription", Duration::from_secs(30)).await;
+    table.row(
+        "  steady state: management API calls per Subscription reconcile",
+        format!("{:.2}", requests / reconciles.max(1.0)),
+    );
+    table.row("  steady state: broker writes in 30 s of 10 s resyncs", format!("{writes:.0}"));
+    table.row("controller RSS after the resyncs (MiB)", mib(ctl.rss_kib()));
+    table.print("Controller, one run on this machine (resync 10 s)");
     ns.teardown().await;
 }

@@ -133,7 +133,7 @@ pub struct RetryPolicy {
     /// last step a failing message goes to the dead-letter queue. An empty schedule sends
     /// failures straight to the dead-letter queue. Each step is between 1ms and 720h.
     #[serde(default = "default_schedule")]
-    #[schemars(length(max = 25))]
+    #[schemars(length(max = MAX_RETRY_STEPS))]
     #[x_kube(validation = Rule::new("self.all(d, duration(d) >= duration('1ms') && duration(d) <= duration('720h'))").message("spec.retry.schedule: every step must be between 1ms and 720h"))]
     pub schedule: Vec<GoDuration>,
 }
@@ -143,6 +143,9 @@ impl Default for RetryPolicy {
         Self { schedule: default_schedule() }
     }
 }
+
+/// The longest retry schedule the schema accepts (`maxItems` of spec.retry.schedule).
+pub const MAX_RETRY_STEPS: usize = 25;
 
 /// The default retry ladder: 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h.
 pub fn default_schedule() -> Vec<GoDuration> {

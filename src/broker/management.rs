@@ -63,13 +63,6 @@ pub struct PolicyInfo {
     pub definition: serde_json::Map<String, Value>,
 }
 
-#[derive(Deserialize)]
-struct Page<T> {
-    items: Vec<T>,
-    #[serde(default)]
-    page_count: u32,
-}
-
 /// A binding as the management API reports it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct BindingInfo {
@@ -173,29 +166,6 @@ impl ManagementClient {
 
     pub async fn delete_queue(&self, name: &str) -> Result<(), BrokerError> {
         self.send_unit("queue.delete", Method::DELETE, &["queues", &self.vhost, name], None::<&()>).await
-    }
-
-    /// Every queue whose name matches the regular expression `pattern`, with the columns
-    /// topology and status need.
-    pub async fn list_queues_matching(&self, pattern: &str) -> Result<Vec<QueueInfo>, BrokerError> {
-        let mut all = Vec::new();
-        for page in 1.. {
-            let path = format!(
-                "queues/{}?page={page}&page_size=500&use_regex=true&name={}&columns=name,durable,auto_delete,arguments,messages_ready,messages_unacknowledged",
-                seg(&self.vhost),
-                seg(pattern)
-            );
-            let Some(found) =
-                self.send_path::<Page<QueueInfo>>("queue.list", Method::GET, &path, pattern, None::<&()>).await?
-            else {
-                break;
-            };
-            all.extend(found.items);
-            if page >= found.page_count {
-                break;
-            }
-        }
-        Ok(all)
     }
 
     pub async fn get_policy(&self, name: &str) -> Result<Option<PolicyInfo>, BrokerError> {

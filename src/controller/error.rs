@@ -31,6 +31,10 @@ pub enum Error {
     NotNamespaced,
     #[error("failed to add or remove the finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// The object in the watch cache was older than the apiserver's (the finalizer patch's
+    /// test of the current finalizers failed); the watch catches up within moments.
+    #[error("the cached object is behind the apiserver; retrying with the current one")]
+    StaleObject,
 }
 
 impl From<ResolveError> for Error {
@@ -55,6 +59,7 @@ impl Error {
             Self::TopicNotReady(_) => "TopicNotReady",
             Self::WebhookNotFound(_) => "WebhookNotFound",
             Self::Kube { .. } | Self::Finalizer(_) => "KubeApiError",
+            Self::StaleObject => "StaleObject",
             Self::NotNamespaced => "NotNamespaced",
         }
     }
@@ -69,6 +74,7 @@ impl Error {
             Self::BrokerUnavailable(_)
             | Self::Kube { .. }
             | Self::Finalizer(_)
+            | Self::StaleObject
             | Self::TopicNotReady(_)
             | Self::WebhookNotFound(_) => false,
         }
@@ -90,6 +96,12 @@ impl Error {
     pub fn from_finalizer(err: finalizer::Error<Self>) -> Self {
         match err {
             finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            finalizer::Error::AddFinalizer(kube::Error::Api(s))
+            | finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                if s.code == 422 =>
+            {
+                Self::StaleObject
+            }
             other => Self::Finalizer(Box::new(other)),
         }
     }

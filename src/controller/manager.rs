@@ -8,9 +8,11 @@ use futures::{Stream, StreamExt};
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::{self},
-        reflector::{ObjectRef, Store},
+        predicates,
+        reflector::{self, ObjectRef, Store},
+        utils::{Predicate, PredicateConfig},
         watcher,
     },
 };
@@ -33,16 +35,14 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
     }
     let config = controller::Config::default().concurrency(ctx.settings.concurrency);
 
-    let topics = Controller::new(Api::<EventTopic>::all(client.clone()), watcher::Config::default().any_semantic())
-        .with_config(config.clone());
-    let topic_store = topics.store();
+    let (changes, topic_store) = reconcile_worthy(Api::<EventTopic>::all(client.clone()));
+    let topics = Controller::for_stream(changes, topic_store.clone()).with_config(config.clone());
     let topics = topics
         .reconcile_on(objects_on_broker(ctx.brokers.subscribe(), topic_store.clone(), topic_broker))
         .graceful_shutdown_on(stop.clone().cancelled_owned());
 
-    let subs = Controller::new(Api::<Subscription>::all(client.clone()), watcher::Config::default().any_semantic())
-        .with_config(config);
-    let sub_store = subs.store();
+    let (changes, sub_store) = reconcile_worthy(Api::<Subscription>::all(client.clone()));
+    let subs = Controller::for_stream(changes, sub_store.clone()).with_config(config);
     let (by_topic, by_webhook) = (sub_store.clone(), sub_store.clone());
     let subs = subs
         // A topic that appears, turns Ready or is re-created wakes its Subscriptions.
@@ -72,6 +72,25 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
         drain(subs.run(subscription::reconcile, error_policy, ctx)),
     );
     info!("Controllers stopped.");
+}
+
+/// A watch of `api` reflected into a store, passing on only the changes a reconcile acts on:
+/// the spec (generation), annotations (such as a redrive request), finalizers and deletion.
+/// The controller's own status writes do not wake the object again; the resync does the rest.
+fn reconcile_worthy<K>(api: Api<K>) -> (impl Stream<Item = Result<K, watcher::Error>> + Send + 'static, Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let deleting = |o: &K| o.meta().deletion_timestamp.as_ref().map(|_| 1);
+    let worth =
+        predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting);
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(worth, PredicateConfig::default());
+    (stream, store)
 }
 
 async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>) {

@@ -32,6 +32,8 @@ use crate::{broker::Brokers, telemetry::metrics::ControllerMetrics};
 
 /// Field manager for everything the controller applies; also the Events' reporting controller.
 pub const MANAGER: &str = "sluice-controller";
+/// How soon a reconcile that saw a stale cached object runs again.
+const STALE_RETRY: Duration = Duration::from_millis(500);
 
 /// Tunables of the controller process.
 #[derive(Clone, Debug)]
@@ -125,6 +127,10 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx
         ctx.succeeded(&key);
         debug!(object = %key, error = %err, "Waiting for the object to change.");
         return Action::await_change();
+    }
+    if matches!(err, Error::StaleObject) {
+        debug!(object = %key, "The cached object was stale; retrying shortly.");
+        return Action::requeue(STALE_RETRY);
     }
     let n = ctx.failed(&key);
     let delay = backoff_delay(n, rand::rng().random());

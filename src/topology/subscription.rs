@@ -260,10 +260,6 @@ fn exact_policy(queue: &str, definition: Map<String, Value>) -> Policy {
 
 /// A regular expression matching every queue of the subscription with work queue `work`:
 /// the work queue, its retry steps and its dead-letter queue.
-pub fn queues_pattern(work: &str) -> String {
-    format!(r"^{}(\.retry\.[0-9]+|\.dlq)?$", work.replace('.', r"\."))
-}
-
 /// The step number of a retry queue name of this subscription, if it is one.
 pub fn retry_step(namespace: &str, name: &str, queue: &str) -> Option<usize> {
     let prefix = format!("{}.retry.", names::work_queue(namespace, name));
@@ -395,17 +391,6 @@ mod tests {
         let own = exact_policy("sluice.shop.billing", Map::new());
         let own = regex::Regex::new(&own.pattern).unwrap();
         assert!(own.is_match("sluice.shop.billing") && !own.is_match("sluice.shop.billingx"));
-    }
-
-    #[test]
-    fn the_queue_pattern_covers_exactly_the_subscriptions_queues() {
-        let re = regex::Regex::new(&queues_pattern("sluice.shop.billing")).unwrap();
-        for name in ["sluice.shop.billing", "sluice.shop.billing.dlq", "sluice.shop.billing.retry.3"] {
-            assert!(re.is_match(name), "{name}");
-        }
-        for name in ["sluice.shop.billing-eu", "sluice.shop.billingXdlq", "sluice.shop.billing.retry.x"] {
-            assert!(!re.is_match(name), "{name}");
-        }
     }
 
     #[test]

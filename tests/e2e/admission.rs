@@ -100,6 +100,48 @@ fn invalid_on_create() -> Vec<(&'static str, &'static str, Value, &'static str)>
         ),
         ("Subscription", "no-topic", json!({}), "spec.topicRef: Required value"),
         (
+            "Subscription",
+            "short-ttl",
+            json!({"topicRef": topic_ref(), "queue": {"messageTtl": "500ms"}}),
+            "spec.queue.messageTtl must be at least 1s",
+        ),
+        (
+            "Subscription",
+            "short-dlq-ttl",
+            json!({"topicRef": topic_ref(), "deadLetter": {"messageTtl": "0s"}}),
+            "spec.deadLetter.messageTtl must be at least 1s",
+        ),
+        (
+            "Subscription",
+            "bad-overflow",
+            json!({"topicRef": topic_ref(), "queue": {"overflow": "DropTail"}}),
+            r#"Unsupported value: "DropTail""#,
+        ),
+        (
+            "Subscription",
+            "long-ladder",
+            json!({"topicRef": topic_ref(), "retry": {"schedule": vec!["1s"; 26]}}),
+            "spec.retry.schedule: Too many: 26: must have at most 25 items",
+        ),
+        (
+            "Subscription",
+            "bad-version",
+            json!({"topicRef": topic_ref(), "eventVersion": "v 2"}),
+            "spec.eventVersion in body should match",
+        ),
+        (
+            "Subscription",
+            "bad-topic-ref",
+            json!({"topicRef": {"name": "Orders.EU"}}),
+            "spec.topicRef.name in body should match",
+        ),
+        (
+            "Subscription",
+            "keep-queues",
+            json!({"topicRef": topic_ref(), "deletionPolicy": "Keep"}),
+            r#"spec.deletionPolicy: Unsupported value: "Keep""#,
+        ),
+        (
             "Webhook",
             "ftp",
             json!({"url": "ftp://files.example.com/in"}),

@@ -253,7 +253,11 @@ impl Controller {
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = logs.join(format!("{}-{}.log", opts.lease, admin.port()));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // setpriv execs the controller with a parent-death signal: a test or benchmark killed
+        // before its Drop runs takes its controller with it instead of leaving it acting on
+        // the next run's objects.
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_sluice")])
             .args(["controller", "--admin-addr", &admin.to_string(), "--lease-name", &opts.lease])
             .args(["--resync", opts.resync, "--lease-duration", &opts.lease_duration.to_string()])
             .args(["--identity", &format!("e2e-{}", admin.port())])
@@ -387,6 +391,12 @@ impl Rabbit {
         self.get(&path).await.and_then(|v| v.as_array().cloned()).unwrap_or_default()
     }
 
+    async fn delete_if_present(&self, path: &str) {
+        let resp = self.http.delete(format!("{MGMT}/{path}")).basic_auth("guest", Some("guest")).send().await;
+        let status = resp.unwrap_or_else(|e| panic!("DELETE {path}: {e}")).status();
+        assert!(status.is_success() || status == reqwest::StatusCode::NOT_FOUND, "DELETE {path}: {status}");
+    }
+
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
         let mut request =
             self.http.request(method.clone(), format!("{MGMT}/{path}")).basic_auth("guest", Some("guest"));
@@ -415,14 +425,16 @@ impl Rabbit {
                 .filter(|n| n.starts_with(prefix) || n.starts_with(&format!("sluice.closing:{prefix}")))
                 .collect()
         };
+        // Something else (a controller still finishing a Delete policy) may remove an object
+        // between the listing and the delete: a 404 here is the outcome we want anyway.
         for q in names(self.get("queues/%2f?columns=name").await) {
-            self.send(reqwest::Method::DELETE, &format!("queues/%2f/{}", enc(&q)), None).await;
+            self.delete_if_present(&format!("queues/%2f/{}", enc(&q))).await;
         }
         for x in names(self.get("exchanges/%2f?columns=name").await) {
-            self.send(reqwest::Method::DELETE, &format!("exchanges/%2f/{}", enc(&x)), None).await;
+            self.delete_if_present(&format!("exchanges/%2f/{}", enc(&x))).await;
         }
         for p in names(self.get("policies/%2f").await) {
-            self.send(reqwest::Method::DELETE, &format!("policies/%2f/{}", enc(&p)), None).await;
+            self.delete_if_present(&format!("policies/%2f/{}", enc(&p))).await;
         }
     }
 

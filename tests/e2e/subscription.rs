@@ -450,7 +450,8 @@ async fn a_redrive_moves_the_dead_letter_queue_back_once_per_value() {
     let reconciles = r#"sluice_reconcile_total{kind="Subscription",result="success"}"#;
     let before = ctl.metric(reconciles).await.unwrap_or_default();
     annotate("first").await;
-    let touch = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+    // A spec change wakes the controller (status and label changes do not).
+    let touch = Patch::Merge(json!({"spec": {"queue": {"maxLength": 100_000}}}));
     ns.api::<Subscription>().patch("billing", &PatchParams::default(), &touch).await.expect("touch");
     eventually("a reconcile after the touch", WAIT, || async {
         (ctl.metric(reconciles).await.unwrap_or_default() > before).then_some(())

@@ -5,8 +5,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use futures::{StreamExt, TryStreamExt, stream};
+
 use crate::{
-    api::subscription::MessageCounts,
+    api::subscription::{MAX_RETRY_STEPS, MessageCounts},
     broker::{
         Broker, BrokerError, SyncReport,
         management::QueueInfo,
@@ -15,9 +17,7 @@ use crate::{
     },
     topology::{
         Queue, names,
-        subscription::{
-            Policy, SubscriptionTopology, default_work_queue_policy, queues_pattern, retry_step, same_arguments,
-        },
+        subscription::{Policy, SubscriptionTopology, default_work_queue_policy, retry_step, same_arguments},
     },
 };
 
@@ -27,6 +27,8 @@ const SHARED_POLICY_CHECK: Duration = Duration::from_secs(60);
 const DRAIN_ATTEMPTS: usize = 5;
 /// Above every other policy, so a closing queue really takes nothing new.
 const CLOSING_POLICY_PRIORITY: i64 = 1000;
+/// Queue lookups of one reconcile in flight at once.
+const LOOKUPS_IN_FLIGHT: usize = 8;
 
 /// What applying changed, and what the queues hold.
 #[derive(Debug, Default)]
@@ -37,17 +39,28 @@ pub struct Applied {
     pub counts: MessageCounts,
 }
 
+/// Which retry queues beyond the desired ones may exist on the broker and must be drained.
+#[derive(Debug, Clone)]
+pub enum Leftovers {
+    /// The retry queues recorded in status by the last successful apply (steady state).
+    Recorded(Vec<String>),
+    /// Every possible step name, for when the last apply did not finish on this spec.
+    AnyStep,
+}
+
 pub async fn apply(
     broker: &Broker,
     namespace: &str,
     name: &str,
     t: &SubscriptionTopology,
+    leftovers: &Leftovers,
 ) -> Result<Applied, BrokerError> {
     let client = &broker.management;
     let mut applied = Applied::default();
     let work = t.work_queue.name.as_str();
-    let existing: HashMap<String, QueueInfo> =
-        client.list_queues_matching(&queues_pattern(work)).await?.into_iter().map(|q| (q.name.clone(), q)).collect();
+    // Queues are looked up by name, never listed: a listing costs the broker time in
+    // proportion to all its queues, which made 1,000 Subscriptions quadratic.
+    let existing = lookup(broker, candidates(namespace, name, t, leftovers)).await?;
 
     // Policies before queues: a queue must never run without its limits.
     if !broker.verified_within("default-work-queue-policy", SHARED_POLICY_CHECK) {
@@ -104,6 +117,33 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// The queue names this Subscription may have on the broker.
+fn candidates(namespace: &str, name: &str, t: &SubscriptionTopology, leftovers: &Leftovers) -> Vec<String> {
+    let mut names: Vec<String> =
+        [&t.dead_letter_queue, &t.work_queue].into_iter().chain(&t.retry_queues).map(|q| q.name.clone()).collect();
+    let extra = match leftovers {
+        Leftovers::Recorded(queues) => queues.clone(),
+        Leftovers::AnyStep => (1..=MAX_RETRY_STEPS).map(|step| names::retry_queue(namespace, name, step)).collect(),
+    };
+    for queue in extra {
+        if !names.contains(&queue) {
+            names.push(queue);
+        }
+    }
+    names
+}
+
+/// The queues of `names` that exist, by name.
+async fn lookup(broker: &Broker, names: Vec<String>) -> Result<HashMap<String, QueueInfo>, BrokerError> {
+    let client = &broker.management;
+    stream::iter(names)
+        .map(|queue| async move { client.get_queue(&queue).await.map(|found| found.map(|q| (queue, q))) })
+        .buffer_unordered(LOOKUPS_IN_FLIGHT)
+        .try_filter_map(|found| async move { Ok(found) })
+        .try_collect()
+        .await
+}
+
 async fn create(broker: &Broker, queue: &Queue, report: &mut SyncReport) -> Result<(), BrokerError> {
     broker.management.put_queue(&queue.name, &queue.arguments).await?;
     report.created.push(format!("queue {}", queue.name));
@@ -151,7 +191,9 @@ fn closing_policy(queue: &str) -> Policy {
 
 /// Waits until the broker reports `policy` as the one in effect on `queue`.
 async fn wait_for_policy(broker: &Broker, queue: &str, policy: &str) -> Result<(), BrokerError> {
-    for _ in 0..50 {
+    // A policy reaches its queues after the broker re-evaluates every queue against every
+    // policy: seconds on a broker with thousands of queues.
+    for _ in 0..300 {
         if broker.management.get_queue(queue).await?.is_none_or(|q| q.policy.as_deref() == Some(policy)) {
             return Ok(());
         }
@@ -160,11 +202,11 @@ async fn wait_for_policy(broker: &Broker, queue: &str, policy: &str) -> Result<(
     Err(BrokerError::Move {
         from: queue.to_owned(),
         to: "(closing)".into(),
-        reason: format!("policy {policy} did not take effect within 5s"),
+        reason: format!("policy {policy} did not take effect within 30s"),
     })
 }
 
-/// Message counts from the listing taken before any change (queues created now are empty).
+/// Message counts from the lookup taken before any change (queues created now are empty).
 fn counts(existing: &HashMap<String, QueueInfo>, t: &SubscriptionTopology) -> MessageCounts {
     let held = |name: &str| {
         existing.get(name).map_or((0, 0), |q| (q.messages_ready.unwrap_or(0), q.messages_unacknowledged.unwrap_or(0)))
@@ -175,13 +217,19 @@ fn counts(existing: &HashMap<String, QueueInfo>, t: &SubscriptionTopology) -> Me
     MessageCounts { ready, unacknowledged, retrying, dead_lettered: dlq_ready + dlq_unacked }
 }
 
-/// Deletes every queue and policy of the subscription (deletionPolicy Delete).
+/// Deletes every queue and policy of the subscription (deletionPolicy Delete). Deletes are
+/// idempotent, so every name it could have is deleted without looking first.
 pub async fn delete_all(broker: &Broker, namespace: &str, name: &str) -> Result<(), BrokerError> {
     let client = &broker.management;
     let work = names::work_queue(namespace, name);
-    for queue in client.list_queues_matching(&queues_pattern(&work)).await? {
-        client.delete_queue(&queue.name).await?;
-    }
+    let queues = [work.clone(), names::dead_letter_queue(namespace, name)]
+        .into_iter()
+        .chain((1..=MAX_RETRY_STEPS).map(|step| names::retry_queue(namespace, name, step)));
+    stream::iter(queues)
+        .map(|queue| async move { client.delete_queue(&queue).await })
+        .buffer_unordered(LOOKUPS_IN_FLIGHT)
+        .try_collect::<()>()
+        .await?;
     let mut ignored = SyncReport::default();
     for policy in [work.clone(), names::dead_letter_queue(namespace, name)] {
         remove_policy(client, &policy, &mut ignored).await?;

@@ -132,10 +132,22 @@ async fn converge(sub: &Subscription, ctx: &Context) -> Result<Converged, Error>
     let key = topic_broker(&topic);
     let broker = ctx.brokers.resolve(&key).await?;
     broker.ensure_up()?;
-    let applied = apply::apply(&broker, &namespace, &name, &topology).await?;
+    let applied = apply::apply(&broker, &namespace, &name, &topology, &leftovers(sub)).await?;
     let redrive = redrive(sub, &broker, &topology).await?;
     let waiting = missing_webhook(sub, ctx, &namespace).await?;
     Ok(Converged { topology, broker: key.to_string(), applied, redrive, waiting })
+}
+
+/// After a successful apply of this very spec, status names every retry queue there is;
+/// otherwise an earlier attempt may have left any step behind.
+fn leftovers(sub: &Subscription) -> apply::Leftovers {
+    let status = sub.status.as_ref();
+    let settled = ready_condition(status::Reconciled::conditions(sub))
+        .is_some_and(|c| c.status == "True" && c.observed_generation == sub.metadata.generation);
+    match status {
+        Some(s) if settled && s.queue.is_some() => apply::Leftovers::Recorded(s.retry_queues.clone()),
+        _ => apply::Leftovers::AnyStep,
+    }
 }
 
 /// The referenced topic, if it exists and is Ready for its current generation.
