@@ -5,6 +5,7 @@
 //! - [`controller`]: one reconcile driver per kind;
 //! - [`topology`]: pure builders of the desired broker objects;
 //! - [`broker`]: RabbitMQ connections, the management API client, applying topology;
+//! - [`dispatch`]: the webhook dispatcher (consume, sign, deliver, retry, dead-letter);
 //! - [`telemetry`], [`admin`], [`leader`]: metrics, health, logs, leader election;
 //! - [`cmd`]: the `sluice` command line.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod broker;
 pub mod cmd;
 pub mod controller;
+pub mod dispatch;
 pub mod leader;
 pub mod telemetry;
 pub mod topology;

@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Controller(args) => sluice::cmd::controller::run(args).await,
+        Command::Dispatcher(args) => sluice::cmd::dispatcher::run(args).await,
         Command::Crdgen(args) => sluice::cmd::crdgen::run(&args),
     }
 }

@@ -114,7 +114,7 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-async fn stop_on_signal(stop: CancellationToken) {
+pub(crate) async fn stop_on_signal(stop: CancellationToken) {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
         return;
     };

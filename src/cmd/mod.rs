@@ -1,7 +1,8 @@
-//! Command-line interface: `sluice controller` and `sluice crdgen`.
+//! Command-line interface: `sluice controller`, `sluice dispatcher` and `sluice crdgen`.
 
 pub mod controller;
 pub mod crdgen;
+pub mod dispatcher;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator: reconcile Sluice resources into RabbitMQ topology.
     Controller(controller::ControllerArgs),
+    /// Deliver one Webhook's events (the operator runs this in the Webhook's Deployment).
+    Dispatcher(dispatcher::DispatcherArgs),
     /// Write the CustomResourceDefinitions as YAML.
     Crdgen(crdgen::CrdgenArgs),
 }

@@ -237,7 +237,8 @@ impl ControllerOpts {
     }
 }
 
-/// `sluice controller` running as a child process with the chart's ServiceAccount token.
+/// A `sluice` process (controller or dispatcher) with its admin server on a free port and its
+/// log in `.testbed/e2e-logs/`.
 pub struct Controller {
     child: Child,
     pub admin: SocketAddr,
@@ -245,32 +246,66 @@ pub struct Controller {
     http: reqwest::Client,
 }
 
+/// `sluice dispatcher`, the same kind of process as the controller.
+pub type Dispatcher = Controller;
+
 impl Controller {
+    /// `sluice controller` with the chart's ServiceAccount token.
     pub fn start(opts: &ControllerOpts) -> Self {
+        let env = env();
+        Self::spawn(&opts.lease, |cmd, admin| {
+            cmd.args(["controller", "--admin-addr", &admin.to_string(), "--lease-name", &opts.lease])
+                .args(["--resync", opts.resync, "--lease-duration", &opts.lease_duration.to_string()])
+                .args(["--identity", &format!("e2e-{}", admin.port())])
+                .env("KUBECONFIG", env.testbed.join("sluice-sa.kubeconfig"))
+                .env("SLUICE_NAMESPACE", "sluice-system");
+        })
+    }
+
+    /// `sluice dispatcher` with `config` (written to a file) and the signing `secret`.
+    #[allow(dead_code, reason = "not every test binary that shares this harness runs a dispatcher")]
+    pub fn dispatcher(config: &Value, secret: &str) -> Self {
+        let env = env();
+        let dir = env.testbed.join("e2e-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let path = dir.join(format!("dispatch-{}.json", random_suffix()));
+        std::fs::write(&path, serde_json::to_vec_pretty(config).expect("config")).expect("write config");
+        Self::spawn("dispatcher", |cmd, admin| {
+            cmd.args(["dispatcher", "--admin-addr", &admin.to_string(), "--config"])
+                .arg(&path)
+                .env("SLUICE_BROKER_URI", AMQP_URI)
+                .env("SLUICE_SIGNING_SECRET", secret);
+        })
+    }
+
+    fn spawn(name: &str, configure: impl FnOnce(&mut Command, SocketAddr)) -> Self {
         let env = env();
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let logs = env.testbed.join("e2e-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
-        let log = logs.join(format!("{}-{}.log", opts.lease, admin.port()));
+        let log = logs.join(format!("{name}-{}.log", admin.port()));
         let file = std::fs::File::create(&log).expect("log file");
-        // setpriv execs the controller with a parent-death signal: a test or benchmark killed
-        // before its Drop runs takes its controller with it instead of leaving it acting on
-        // the next run's objects.
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_sluice")])
-            .args(["controller", "--admin-addr", &admin.to_string(), "--lease-name", &opts.lease])
-            .args(["--resync", opts.resync, "--lease-duration", &opts.lease_duration.to_string()])
-            .args(["--identity", &format!("e2e-{}", admin.port())])
-            .env("KUBECONFIG", env.testbed.join("sluice-sa.kubeconfig"))
-            .env("SLUICE_NAMESPACE", "sluice-system")
+        // setpriv execs sluice with a parent-death signal: a test or benchmark killed before
+        // its Drop runs takes its processes with it instead of leaving them acting on the next
+        // run's objects.
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_sluice")]);
+        configure(&mut cmd, admin);
+        let child = cmd
             .env("RUST_LOG", "info,sluice=debug")
             .env_remove("RUST_BACKTRACE")
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
             .stdin(Stdio::null())
             .spawn()
-            .expect("start sluice controller");
+            .expect("start sluice");
         Self { child, admin, log, http: reqwest::Client::new() }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    #[allow(dead_code, reason = "not every test binary that shares this harness runs a dispatcher")]
+    pub async fn wait_ready(&self) {
+        eventually("the process to be ready", Duration::from_secs(60), || self.ready()).await;
     }
 
     /// Resident set size of the process, in KiB (from /proc).

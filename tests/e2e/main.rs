@@ -10,6 +10,7 @@
 
 mod admission;
 mod broker_faults;
+mod dispatcher;
 mod event_topic;
 mod harness;
 mod leader;

@@ -1,0 +1,19 @@
+//! The webhook dispatcher (`sluice dispatcher`): consumes a Webhook's Subscription queues,
+//! signs and POSTs each event, and retries through the broker's retry queues or dead-letters,
+//! acknowledging a message only after its next home confirmed it.
+//!
+//! - [`config`]: the dispatch configuration the operator renders;
+//! - [`outcome`]: what an attempt's result means for the message;
+//! - [`metrics`]: the dispatcher's Prometheus metrics;
+//! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets;
+//! - [`egress`]: which addresses a delivery may connect to;
+//! - [`limits`]: the token-bucket rate limit and the circuit breaker;
+//! - [`worker`]: the delivery loop.
+
+pub mod config;
+pub mod egress;
+pub mod limits;
+pub mod metrics;
+pub mod outcome;
+pub mod signing;
+pub mod worker;
