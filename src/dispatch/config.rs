@@ -77,14 +77,9 @@ pub struct CircuitBreakerConfig {
     pub open_for: Duration,
 }
 
-impl Default for CircuitBreakerConfig {
-    fn default() -> Self {
-        Self {
-            failure_ratio: 0.7,
-            min_attempts: 10,
-            window: Duration::from_secs(300),
-            open_for: Duration::from_secs(30),
-        }
+impl From<&CircuitBreakerConfig> for super::limits::Settings {
+    fn from(c: &CircuitBreakerConfig) -> Self {
+        Self { failure_ratio: c.failure_ratio, min_attempts: c.min_attempts, window: c.window, open_for: c.open_for }
     }
 }
 

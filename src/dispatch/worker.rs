@@ -69,13 +69,7 @@ impl Dispatcher {
         let http = super::egress::http_client(egress.clone(), config.connect_timeout, config.timeout)?;
         let limiter =
             config.rate_limit.as_ref().map_or_else(RateLimiter::unlimited, |r| RateLimiter::new(r.per_second, r.burst));
-        let cb = &config.circuit_breaker;
-        let breaker = CircuitBreaker::new(Settings {
-            failure_ratio: cb.failure_ratio,
-            min_attempts: cb.min_attempts,
-            window: cb.window,
-            open_for: cb.open_for,
-        });
+        let breaker = CircuitBreaker::new(Settings::from(&config.circuit_breaker));
         Ok(Arc::new(Self {
             config,
             keys,
