@@ -6,6 +6,7 @@
 //! - [`topology`]: pure builders of the desired broker objects;
 //! - [`broker`]: RabbitMQ connections, the management API client, applying topology;
 //! - [`dispatch`]: the webhook dispatcher (consume, sign, deliver, retry, dead-letter);
+//! - [`workload`]: pure builders of the dispatcher Deployment and its ConfigMap, Secret, RBAC;
 //! - [`telemetry`], [`admin`], [`leader`]: metrics, health, logs, leader election;
 //! - [`cmd`]: the `sluice` command line.
 
@@ -18,3 +19,4 @@ pub mod dispatch;
 pub mod leader;
 pub mod telemetry;
 pub mod topology;
+pub mod workload;

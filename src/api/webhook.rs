@@ -251,4 +251,86 @@ pub struct WebhookStatus {
     /// Events sent to a dead-letter queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_lettered: Option<i64>,
+
+    /// The generation at which the Webhook was disabled (after 410 Gone or failing for
+    /// spec.autoDisableAfter). Any change to the spec re-enables it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_generation: Option<i64>,
+
+    /// Counts of dispatcher pods that no longer exist, kept so the totals never go back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<DeliveryCounts>,
+
+    /// What each dispatcher pod reports about its deliveries, written by that pod (the
+    /// summary fields above are computed from these by the operator).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod"]))]
+    pub dispatchers: Vec<DispatcherReport>,
+}
+
+/// Delivery counters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryCounts {
+    /// Events delivered successfully.
+    #[serde(default)]
+    pub delivered: i64,
+    /// Delivery attempts that failed.
+    #[serde(default)]
+    pub failed: i64,
+    /// Events sent to a dead-letter queue.
+    #[serde(default)]
+    pub dead_lettered: i64,
+}
+
+/// One dispatcher pod's report on its deliveries since the pod started.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatcherReport {
+    /// The pod's name.
+    pub pod: String,
+
+    /// Events this pod delivered.
+    #[serde(default)]
+    pub delivered: i64,
+
+    /// Attempts of this pod that failed.
+    #[serde(default)]
+    pub failed: i64,
+
+    /// Events this pod sent to a dead-letter queue.
+    #[serde(default)]
+    pub dead_lettered: i64,
+
+    /// When a delivery from this pod last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+
+    /// When an attempt from this pod last failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+
+    /// HTTP status code of this pod's last attempt (absent when it got no response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status_code: Option<i32>,
+
+    /// Failed attempts since this pod's last success.
+    #[serde(default)]
+    pub consecutive_failures: i64,
+
+    /// Since when every attempt of this pod has failed (absent after a success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
+
+    /// This pod's circuit breaker state.
+    #[serde(default)]
+    pub circuit: CircuitState,
+
+    /// The endpoint answered 410 Gone to this pod.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
+
+    /// Checksum of the dispatch configuration this pod runs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config: String,
 }

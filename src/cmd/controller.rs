@@ -12,11 +12,13 @@ use crate::{
     admin,
     broker::Brokers,
     controller::{self, Context, Settings},
+    dispatch::config::EgressConfig,
     leader::{self, LeaseSettings},
     telemetry::{
         health::{Health, Role},
         metrics::ControllerMetrics,
     },
+    workload::dispatcher::Settings as DispatcherSettings,
 };
 
 #[derive(clap::Args, Debug)]
@@ -56,6 +58,26 @@ pub struct ControllerArgs {
     /// Identity in the lease and in Events; defaults to the pod name or host name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// Image of the Webhooks' dispatcher pods (the operator's own image).
+    #[arg(long, env = "SLUICE_DISPATCHER_IMAGE", default_value = concat!("ghcr.io/sluice-dev/sluice:", env!("CARGO_PKG_VERSION")))]
+    pub dispatcher_image: String,
+
+    #[arg(long, default_value = "IfNotPresent")]
+    pub dispatcher_image_pull_policy: String,
+
+    /// Log format of the dispatcher pods (plain or json).
+    #[arg(long, default_value = "json")]
+    pub dispatcher_log_format: String,
+
+    /// CIDRs dispatchers may connect to although the egress guard refuses them by default
+    /// (comma-separated; e.g. 127.0.0.0/8 for a local receiver).
+    #[arg(long, env = "SLUICE_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<String>,
+
+    /// Refuse private address ranges for every Webhook.
+    #[arg(long, env = "SLUICE_EGRESS_REFUSE_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub egress_refuse_private: bool,
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -81,7 +103,19 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin::serve(args.admin_addr, Arc::new(registry), readiness, stop.clone()));
     tokio::spawn(brokers.clone().watch_default(stop.clone()));
 
-    let settings = Settings { resync: args.resync, concurrency: args.concurrency };
+    for cidr in &args.egress_allow {
+        cidr.parse::<ipnet::IpNet>().with_context(|| format!("--egress-allow {cidr:?} is not a CIDR"))?;
+    }
+    let dispatcher = DispatcherSettings {
+        image: args.dispatcher_image.clone(),
+        image_pull_policy: args.dispatcher_image_pull_policy.clone(),
+        egress: EgressConfig {
+            allow: args.egress_allow.iter().filter(|c| !c.is_empty()).cloned().collect(),
+            refuse_private: args.egress_refuse_private,
+        },
+        log_format: args.dispatcher_log_format.clone(),
+    };
+    let settings = Settings { resync: args.resync, concurrency: args.concurrency, dispatcher };
     let ctx = Context::new(client.clone(), &identity, metrics, brokers, settings);
     if args.leader_elect {
         let lease = LeaseSettings {

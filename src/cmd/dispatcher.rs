@@ -11,10 +11,12 @@ use tracing::info;
 
 use crate::{
     admin,
+    api::Webhook,
     dispatch::{
         config::DispatchConfig,
         egress::EgressPolicy,
         metrics::DispatcherMetrics,
+        report::{Reporter, Stats},
         signing::{KeyRing, SigningKey},
         worker,
     },
@@ -45,6 +47,11 @@ pub struct DispatcherArgs {
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
+
+    /// This pod's name: delivery status is reported to the Webhook under it. Without it
+    /// (a dispatcher run by hand) nothing is reported.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 // The derived Debug would print the secrets.
@@ -58,7 +65,7 @@ impl std::fmt::Debug for DispatcherArgs {
 }
 
 pub async fn run(args: DispatcherArgs) -> anyhow::Result<()> {
-    let config = DispatchConfig::load(&args.config)?;
+    let (config, checksum) = DispatchConfig::load(&args.config)?;
     let mut keys = KeyRing::new(SigningKey::parse(&args.signing_secret).context("the signing secret")?);
     if let (Some(previous), Some(expires)) = (&args.previous_signing_secret, args.previous_secret_expires) {
         keys = keys.with_previous(SigningKey::parse(previous).context("the previous signing secret")?, expires);
@@ -72,19 +79,40 @@ pub async fn run(args: DispatcherArgs) -> anyhow::Result<()> {
     let egress = EgressPolicy { allow, refuse_private: config.egress.refuse_private };
     let mut registry = Registry::default();
     let metrics = DispatcherMetrics::register(&mut registry);
-    let dispatcher = worker::Dispatcher::new(config, keys, egress, metrics).context("the HTTP client")?;
+    let stats = Arc::new(Stats::default());
+    let (namespace, webhook) = (config.namespace.clone(), config.webhook.clone());
+    let dispatcher =
+        worker::Dispatcher::new(config, keys, egress, metrics, stats.clone()).context("the HTTP client")?;
 
     let stop = CancellationToken::new();
     tokio::spawn(super::controller::stop_on_signal(stop.clone()));
     let readiness = {
         let dispatcher = dispatcher.clone();
         Arc::new(move || {
-            if dispatcher.connected() { Ok("connected to the broker") } else { Err("not connected to the broker") }
+            if dispatcher.connected() {
+                Ok("connected to the broker")
+            } else if dispatcher.paused() {
+                Ok("delivery paused")
+            } else {
+                Err("not connected to the broker")
+            }
         }) as admin::ReadinessCheck
     };
     let admin = tokio::spawn(admin::serve(args.admin_addr, Arc::new(registry), readiness, stop.clone()));
+    let reporter = match args.pod_name {
+        Some(pod) => {
+            let client = kube::Client::try_default().await.context("no Kubernetes configuration to report status")?;
+            let api = kube::Api::<Webhook>::namespaced(client, &namespace);
+            let reporter = Reporter { api, webhook, pod, config: checksum, stats };
+            Some(tokio::spawn(reporter.run(stop.child_token())))
+        }
+        None => None,
+    };
     dispatcher.run(args.broker_uri, stop.clone()).await;
     stop.cancel();
+    if let Some(reporter) = reporter {
+        reporter.await.context("status reporter task")?;
+    }
     admin.await.context("admin server task")?.context("admin server")?;
     info!("Stopped.");
     Ok(())

@@ -21,6 +21,8 @@ pub enum Error {
     TopicNotReady(String),
     #[error("{0}")]
     WebhookNotFound(String),
+    #[error("{0}")]
+    SigningSecret(String),
     #[error("failed to {action}: {source}")]
     Kube {
         action: &'static str,
@@ -58,6 +60,7 @@ impl Error {
             Self::Filter(_) => "FilterMismatch",
             Self::TopicNotReady(_) => "TopicNotReady",
             Self::WebhookNotFound(_) => "WebhookNotFound",
+            Self::SigningSecret(_) => "SigningSecretInvalid",
             Self::Kube { .. } | Self::Finalizer(_) => "KubeApiError",
             Self::StaleObject => "StaleObject",
             Self::NotNamespaced => "NotNamespaced",
@@ -70,7 +73,7 @@ impl Error {
         match self {
             Self::Broker(e) => e.needs_human(),
             Self::Resolve(e) => !matches!(**e, ResolveError::ReadSecret { .. } | ResolveError::Client(_)),
-            Self::InvalidSpec(_) | Self::NotNamespaced | Self::Filter(_) => true,
+            Self::InvalidSpec(_) | Self::NotNamespaced | Self::Filter(_) | Self::SigningSecret(_) => true,
             Self::BrokerUnavailable(_)
             | Self::Kube { .. }
             | Self::Finalizer(_)

@@ -19,11 +19,14 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Context, Reconciled, conditions, error_policy, event_topic, subscription};
+use k8s_openapi::api::apps::v1::Deployment;
+
+use super::{Context, Reconciled, conditions, error_policy, event_topic, subscription, webhook};
 use crate::{
     api::{EventTopic, Subscription, Webhook},
     broker::BrokerKey,
     telemetry::{health::Health, metrics::ControllerMetrics},
+    workload::dispatcher,
 };
 
 /// Runs every controller until `stop` fires. `health` learns when all watches have synced.
@@ -35,62 +38,120 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
     }
     let config = controller::Config::default().concurrency(ctx.settings.concurrency);
 
-    let (changes, topic_store) = reconcile_worthy(Api::<EventTopic>::all(client.clone()));
+    let (changes, topic_store) = reconcile_worthy(Api::<EventTopic>::all(client.clone()), |_| None);
     let topics = Controller::for_stream(changes, topic_store.clone()).with_config(config.clone());
     let topics = topics
         .reconcile_on(objects_on_broker(ctx.brokers.subscribe(), topic_store.clone(), topic_broker))
         .graceful_shutdown_on(stop.clone().cancelled_owned());
 
-    let (changes, sub_store) = reconcile_worthy(Api::<Subscription>::all(client.clone()));
-    let subs = Controller::for_stream(changes, sub_store.clone()).with_config(config);
+    let (changes, sub_store) = reconcile_worthy(Api::<Subscription>::all(client.clone()), |_| None);
+    let subs = Controller::for_stream(changes, sub_store.clone()).with_config(config.clone());
     let (by_topic, by_webhook) = (sub_store.clone(), sub_store.clone());
     let subs = subs
         // A topic that appears, turns Ready or is re-created wakes its Subscriptions.
         .watches(Api::<EventTopic>::all(client.clone()), watcher::Config::default(), move |topic| {
             referring(&by_topic, &topic, |s| &s.spec.topic_ref.name)
         })
-        .watches(Api::<Webhook>::all(client), watcher::Config::default(), move |webhook| {
+        // Only a Webhook appearing or going matters to a Subscription, not its status reports.
+        .watches_stream(created_or_deleted(Api::<Webhook>::all(client.clone())), move |webhook| {
             referring(&by_webhook, &webhook, |s| s.spec.webhook_ref.as_ref().map_or("", |w| w.name.as_str()))
         })
         .reconcile_all_on(broker_changes(ctx.brokers.subscribe()))
         .graceful_shutdown_on(stop.clone().cancelled_owned());
 
+    // A Webhook is also woken by its dispatchers' reports (to summarize them within seconds),
+    // its Deployment (ready replicas) and the Subscriptions that target it.
+    let (changes, hook_store) = reconcile_worthy(Api::<Webhook>::all(client.clone()), reports_digest);
+    let dispatchers = watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", dispatcher::APP_NAME));
+    let hooks = Controller::for_stream(changes, hook_store.clone())
+        .with_config(config)
+        .owns(Api::<Deployment>::all(client.clone()), dispatchers)
+        .watches(Api::<Subscription>::all(client), watcher::Config::default(), |sub| {
+            let namespace = sub.namespace()?;
+            let target = sub.spec.webhook_ref.as_ref()?;
+            Some(ObjectRef::<Webhook>::new(&target.name).within(&namespace))
+        })
+        .graceful_shutdown_on(stop.clone().cancelled_owned());
+
     for kind in [event_topic::KIND, subscription::KIND] {
         ctx.metrics.drift_repaired(kind, 0);
     }
-    let (t, s) = (topic_store.clone(), sub_store.clone());
+    let (t, s, h) = (topic_store.clone(), sub_store.clone(), hook_store.clone());
     tokio::spawn(async move {
-        tokio::join!(synced(t), synced(s));
+        tokio::join!(synced(t), synced(s), synced(h));
         info!("Initial watch sync done.");
         health.set_synced(true);
     });
     tokio::spawn(count_resources(event_topic::KIND, topic_store, ctx.metrics.clone(), stop.clone()));
     tokio::spawn(count_resources(subscription::KIND, sub_store, ctx.metrics.clone(), stop.clone()));
+    tokio::spawn(count_resources(webhook::KIND, hook_store, ctx.metrics.clone(), stop.clone()));
     info!("Controllers started.");
     tokio::join!(
         drain(topics.run(event_topic::reconcile, error_policy, ctx.clone())),
-        drain(subs.run(subscription::reconcile, error_policy, ctx)),
+        drain(subs.run(subscription::reconcile, error_policy, ctx.clone())),
+        drain(hooks.run(webhook::reconcile, error_policy, ctx)),
     );
     info!("Controllers stopped.");
 }
 
 /// A watch of `api` reflected into a store, passing on only the changes a reconcile acts on:
-/// the spec (generation), annotations (such as a redrive request), finalizers and deletion.
-/// The controller's own status writes do not wake the object again; the resync does the rest.
-fn reconcile_worthy<K>(api: Api<K>) -> (impl Stream<Item = Result<K, watcher::Error>> + Send + 'static, Store<K>)
+/// the spec (generation), annotations (such as a redrive request), finalizers, deletion and
+/// whatever `also` digests. The controller's own status writes do not wake the object again;
+/// the resync does the rest.
+fn reconcile_worthy<K>(
+    api: Api<K>,
+    also: fn(&K) -> Option<u64>,
+) -> (impl Stream<Item = Result<K, watcher::Error>> + Send + 'static, Store<K>)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let deleting = |o: &K| o.meta().deletion_timestamp.as_ref().map(|_| 1);
-    let worth =
-        predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting);
+    let worth = predicates::generation
+        .combine(predicates::annotations)
+        .combine(predicates::finalizers)
+        .combine(deleting)
+        .combine(also);
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(worth, PredicateConfig::default());
     (stream, store)
+}
+
+/// A digest of the dispatcher pods' reports in a Webhook's status.
+fn reports_digest(webhook: &Webhook) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let reports = &webhook.status.as_ref()?.dispatchers;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(reports).ok()?.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The objects of `api` when they are created, change their spec or are deleted; status
+/// updates are left out.
+fn created_or_deleted<K>(api: Api<K>) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let mut seen: std::collections::HashMap<ObjectRef<K>, Option<i64>> = std::collections::HashMap::new();
+    watcher(api, watcher::Config::default()).default_backoff().filter_map(move |event| {
+        let passed = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let generation = o.meta().generation;
+                let before = seen.insert(ObjectRef::from_obj(&o), generation);
+                (before != Some(generation)).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&ObjectRef::from_obj(&o));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(passed)
+    })
 }
 
 async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>) {

@@ -7,6 +7,7 @@ pub mod event_topic;
 mod manager;
 mod status;
 pub mod subscription;
+pub mod webhook;
 
 use std::{
     collections::HashMap,
@@ -42,6 +43,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Reconciles running at once, per kind.
     pub concurrency: u16,
+    /// How Webhooks' dispatchers are run.
+    pub dispatcher: crate::workload::dispatcher::Settings,
 }
 
 /// What every reconcile needs.

@@ -113,13 +113,18 @@ pub enum ConfigError {
 }
 
 impl DispatchConfig {
-    /// Reads and checks the configuration file.
-    pub fn load(path: &str) -> Result<Self, ConfigError> {
+    /// Reads and checks the configuration file; also returns the file's [`checksum`].
+    pub fn load(path: &str) -> Result<(Self, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let config: Self =
             serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
         config.check()?;
-        Ok(config)
+        Ok((config, checksum(text.as_bytes())))
+    }
+
+    /// The configuration as the ConfigMap carries it.
+    pub fn render(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -138,6 +143,18 @@ impl DispatchConfig {
         }
         Ok(())
     }
+}
+
+/// A short hex SHA-256 of `bytes`: names a configuration (the pod template's checksum
+/// annotation, a dispatcher's report) without revealing anything in it.
+pub fn checksum(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(16).fold(String::with_capacity(32), |mut out, b| {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 mod millis {

@@ -8,6 +8,7 @@
 //! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets;
 //! - [`egress`]: which addresses a delivery may connect to;
 //! - [`limits`]: the token-bucket rate limit and the circuit breaker;
+//! - [`report`]: the delivery status each pod reports to its Webhook;
 //! - [`worker`]: the delivery loop.
 
 pub mod config;
@@ -15,5 +16,6 @@ pub mod egress;
 pub mod limits;
 pub mod metrics;
 pub mod outcome;
+pub mod report;
 pub mod signing;
 pub mod worker;

@@ -32,6 +32,7 @@ use super::{
     limits::{CircuitBreaker, CircuitState, RateLimiter, Settings, Transition},
     metrics::{AttemptLabels, DeadLetterLabels, DispatcherMetrics, RetryLabels, SubscriptionLabels, WebhookLabels},
     outcome::{Attempt, DeadLetterReason, Verdict, judge, parse_retry_after, status_class},
+    report::Stats,
     signing::KeyRing,
 };
 
@@ -54,6 +55,7 @@ pub struct Dispatcher {
     limiter: RateLimiter,
     breaker: Mutex<CircuitBreaker>,
     metrics: Arc<DispatcherMetrics>,
+    stats: Arc<Stats>,
     /// Set on 410 Gone: the Webhook is disabled and nothing more is consumed.
     gone: AtomicBool,
     connected: AtomicBool,
@@ -65,6 +67,7 @@ impl Dispatcher {
         keys: KeyRing,
         egress: EgressPolicy,
         metrics: Arc<DispatcherMetrics>,
+        stats: Arc<Stats>,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let http = super::egress::http_client(egress.clone(), config.connect_timeout, config.timeout)?;
         let limiter =
@@ -78,6 +81,7 @@ impl Dispatcher {
             limiter,
             breaker: Mutex::new(breaker),
             metrics,
+            stats,
             gone: AtomicBool::new(false),
             connected: AtomicBool::new(false),
         }))
@@ -88,12 +92,17 @@ impl Dispatcher {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// Whether delivery is paused (suspended, or disabled by 410 Gone): nothing is consumed.
+    pub fn paused(&self) -> bool {
+        self.config.suspend || self.gone.load(Ordering::Acquire)
+    }
+
     /// Consumes every Subscription until `stop` fires, reconnecting with backoff whenever the
     /// broker connection is lost.
     pub async fn run(self: Arc<Self>, amqp_uri: String, stop: CancellationToken) {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
-            if self.config.suspend || self.gone.load(Ordering::Acquire) {
+            if self.paused() {
                 info!("Delivery is paused; consuming nothing.");
                 stop.cancelled().await;
                 break;
@@ -182,7 +191,8 @@ impl Dispatcher {
                     let Some(delivery) = next else { break };
                     let delivery = delivery.map_err(fail)?;
                     let (this, channel, route) = (self.clone(), channel.clone(), route.clone());
-                    tasks.spawn(async move { this.handle(&channel, &route, delivery).await });
+                    let session = session.clone();
+                    tasks.spawn(async move { this.handle(&channel, &route, delivery, &session).await });
                 }
             }
             if self.gone.load(Ordering::Acquire) {
@@ -197,10 +207,48 @@ impl Dispatcher {
         Err(format!("the consumer of {} was cancelled", route.queue))
     }
 
-    async fn handle(&self, channel: &Channel, route: &SubscriptionRoute, delivery: Delivery) {
+    async fn handle(
+        &self,
+        channel: &Channel,
+        route: &SubscriptionRoute,
+        delivery: Delivery,
+        session: &CancellationToken,
+    ) {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
-        let attempt = header_u32(&headers, ATTEMPT_HEADER).unwrap_or(0).saturating_add(1);
+        let mut attempt = header_u32(&headers, ATTEMPT_HEADER).unwrap_or(0).saturating_add(1);
         let id = message_id(&delivery);
+        let (result, verdict) = loop {
+            let (result, verdict) = self.attempt(route, &delivery, &id, attempt).await;
+            match verdict {
+                // Ordered: the head of the queue is retried in place, blocking the ones behind it.
+                Verdict::Retry { step } if route.ordered => {
+                    debug!(attempt, step = step + 1, "Retrying in place (ordered).");
+                    self.count_retry(route, step);
+                    tokio::select! {
+                        () = tokio::time::sleep(route.schedule[step]) => {}
+                        () = session.cancelled() => {
+                            // Back to the head of the queue; the next consumer starts over.
+                            let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                            let _ = delivery.acker.nack(requeue).await;
+                            return;
+                        }
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+                _ => break (result, verdict),
+            }
+        };
+        self.settle(channel, route, &delivery, &id, attempt, &result, verdict).await;
+    }
+
+    /// One attempt at delivering `delivery`, measured and judged.
+    async fn attempt(
+        &self,
+        route: &SubscriptionRoute,
+        delivery: &Delivery,
+        id: &str,
+        attempt: u32,
+    ) -> (Attempt, Verdict) {
         let webhook = WebhookLabels { namespace: self.config.namespace.clone(), webhook: self.config.webhook.clone() };
 
         self.wait_for_circuit(&webhook).await;
@@ -209,7 +257,7 @@ impl Dispatcher {
         let inflight = self.metrics.inflight.get_or_create(&webhook).clone();
         inflight.inc();
         let started = Instant::now();
-        let result = self.post(&id, &delivery.data).await;
+        let result = self.post(id, &delivery.data).await;
         inflight.dec();
         let labels = SubscriptionLabels {
             namespace: self.config.namespace.clone(),
@@ -219,6 +267,11 @@ impl Dispatcher {
         self.metrics.attempt_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let success = matches!(result, Attempt::Status { code: 200..=299, .. });
         self.record_circuit(success, &webhook);
+        match &result {
+            Attempt::Status { code: code @ 200..=299, .. } => self.stats.delivered(*code),
+            Attempt::Status { code, .. } => self.stats.failed(Some(*code)),
+            Attempt::Timeout | Attempt::Connection | Attempt::Refused => self.stats.failed(None),
+        }
 
         let verdict = judge(&result, attempt, &route.schedule);
         let outcome = match &verdict {
@@ -237,7 +290,27 @@ impl Dispatcher {
                 status_class: status_class(&result),
             })
             .inc();
+        (result, verdict)
+    }
 
+    /// Acks a delivered message; re-publishes one to retry or dead-letter, then acks it once
+    /// the broker confirmed; returns it to its queue when that fails or the endpoint is gone.
+    #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one delivery")]
+    async fn settle(
+        &self,
+        channel: &Channel,
+        route: &SubscriptionRoute,
+        delivery: &Delivery,
+        id: &str,
+        attempt: u32,
+        result: &Attempt,
+        verdict: Verdict,
+    ) {
+        let labels = SubscriptionLabels {
+            namespace: self.config.namespace.clone(),
+            webhook: self.config.webhook.clone(),
+            subscription: route.name.clone(),
+        };
         let settled = match verdict {
             Verdict::Delivered => {
                 if let Some(published) = delivery.properties.timestamp() {
@@ -249,25 +322,18 @@ impl Dispatcher {
             }
             Verdict::Retry { step } => {
                 let queue = &route.retry_queues[step];
-                let next = with_attempt(&delivery, &id, attempt, &result, None);
+                let next = with_attempt(delivery, id, attempt, result, None);
                 let sent = publish(channel, queue, &delivery.data, next).await;
                 if sent.is_ok() {
-                    self.metrics
-                        .retries
-                        .get_or_create(&RetryLabels {
-                            namespace: labels.namespace.clone(),
-                            webhook: labels.webhook.clone(),
-                            subscription: labels.subscription.clone(),
-                            step: (step + 1).to_string(),
-                        })
-                        .inc();
+                    self.count_retry(route, step);
                 }
                 sent
             }
             Verdict::DeadLetter(reason) => {
-                let next = with_attempt(&delivery, &id, attempt, &result, Some(reason));
+                let next = with_attempt(delivery, id, attempt, result, Some(reason));
                 let sent = publish(channel, &route.dead_letter_queue, &delivery.data, next).await;
                 if sent.is_ok() {
+                    self.stats.dead_lettered();
                     self.metrics
                         .dead_lettered
                         .get_or_create(&DeadLetterLabels {
@@ -283,6 +349,7 @@ impl Dispatcher {
             Verdict::Gone => {
                 warn!("The endpoint answered 410 Gone; the Webhook is disabled and consumption stops.");
                 self.gone.store(true, Ordering::Release);
+                self.stats.gone();
                 Err("endpoint gone".to_owned())
             }
         };
@@ -299,6 +366,16 @@ impl Dispatcher {
             // The channel is gone: the broker returns the message to the queue by itself.
             debug!(error = %e, "Acknowledgement failed.");
         }
+    }
+
+    fn count_retry(&self, route: &SubscriptionRoute, step: usize) {
+        let labels = RetryLabels {
+            namespace: self.config.namespace.clone(),
+            webhook: self.config.webhook.clone(),
+            subscription: route.name.clone(),
+            step: (step + 1).to_string(),
+        };
+        self.metrics.retries.get_or_create(&labels).inc();
     }
 
     /// Holds this delivery while the circuit is open (the unacknowledged prefetch keeps the
@@ -337,10 +414,12 @@ impl Dispatcher {
             Some(Transition::Opened | Transition::Reopened) => {
                 warn!("Circuit opened: the endpoint keeps failing; messages wait in the broker.");
                 self.metrics.circuit_open.get_or_create(webhook).set(1);
+                self.stats.circuit(true);
             }
             Some(Transition::Closed) => {
                 info!("Circuit closed: the endpoint answers again.");
                 self.metrics.circuit_open.get_or_create(webhook).set(0);
+                self.stats.circuit(false);
             }
             None => {}
         }
