@@ -219,8 +219,12 @@ fn steady_rows(table: &mut Table, kind: &str, n: usize, s: &Steady) {
 struct Table(Vec<(String, String)>);
 
 impl Table {
+    /// Records a figure, and shows it at once (to stderr) so an interrupted run still
+    /// leaves what it measured.
     fn row(&mut self, figure: impl Into<String>, value: String) {
-        self.0.push((figure.into(), value));
+        let figure = figure.into();
+        eprintln!("bench: {figure}: {value}");
+        self.0.push((figure, value));
     }
 
     fn print(&self, title: &str) {

@@ -87,6 +87,44 @@ apiserver_ready() {
   curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$server/readyz" >/dev/null 2>&1
 }
 
+# Bump when the stage definitions below change, so a running test bed picks them up.
+KWOK_STAGES_STAMP=2
+
+# kwok's own stage definitions (node ready/heartbeat, pod ready/complete/delete), read from
+# the module kwok was built from (they are not part of this repository). Pods labelled
+# app.kubernetes.io/name=sluice-dispatcher are left out of "ready" and "delete": the pod
+# runner (hack/testbed/podrunner) runs them as processes and reports their status, as a
+# kubelet would.
+kwok_stages() {
+  local src out=$dir/kwok-stages
+  src=$(GOFLAGS=-mod=mod go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
+  mkdir -p "$out"
+  cp "$src/node/fast/node-initialize.yaml" "$src/node/heartbeat/node-heartbeat.yaml" \
+    "$src/pod/fast/pod-complete.yaml" "$out/"
+  for stage in pod-ready pod-delete; do
+    awk '{ print }
+         /^    matchExpressions:$/ && !done {
+           print "    - key: '"'"'.metadata.labels.\"app.kubernetes.io/name\"'"'"'"
+           print "      operator: NotIn"
+           print "      values: [sluice-dispatcher]"
+           done = 1
+         }' "$src/pod/fast/$stage.yaml" > "$out/$stage.yaml"
+    grep -q 'sluice-dispatcher' "$out/$stage.yaml" || { log "cannot adapt kwok stage $stage"; exit 1; }
+  done
+  echo "$KWOK_STAGES_STAMP" > "$out/.stamp"
+}
+
+start_kwok() {
+  kwok_stages
+  local stages=$dir/kwok-stages
+  start kwok "$bin/kwok" --kubeconfig "$tb/kubeconfig" \
+    --config "$stages/node-initialize.yaml" --config "$stages/node-heartbeat.yaml" \
+    --config "$stages/pod-ready.yaml" --config "$stages/pod-complete.yaml" \
+    --config "$stages/pod-delete.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --cidr 10.0.1.0/24 --node-ip 127.0.0.1 --server-address 127.0.0.1:10247
+}
+
 up() {
   bin=$(bash "$here/build-bins.sh")
   mkdir -p "$dir"
@@ -96,6 +134,12 @@ up() {
   kubeconfig scheduler "$dir/scheduler.kubeconfig"
   if running etcd && running kube-apiserver && running kube-controller-manager \
      && running kube-scheduler && running kwok && apiserver_ready; then
+    if [ "$(cat "$dir/kwok-stages/.stamp" 2>/dev/null)" != "$KWOK_STAGES_STAMP" ]; then
+      log "restarting kwok with the current stage definitions"
+      kill "$(cat "$(pidfile kwok)")" 2>/dev/null || true
+      for _ in $(seq 1 40); do running kwok || break; sleep 0.25; done
+      start_kwok
+    fi
     log "already up ($server, kubeconfig $tb/kubeconfig)"; return
   fi
   start etcd "$bin/etcd" --name sluice-testbed --data-dir "$dir/etcd" \
@@ -132,15 +176,7 @@ up() {
     --authentication-kubeconfig "$dir/scheduler.kubeconfig" \
     --authorization-kubeconfig "$dir/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false
-  # kwok's own stage definitions (node ready/heartbeat, pod ready/complete/delete), read from
-  # the module kwok was built from; they are not part of this repository.
-  local stages; stages=$(GOFLAGS=-mod=mod go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
-  start kwok "$bin/kwok" --kubeconfig "$tb/kubeconfig" \
-    --config "$stages/node/fast/node-initialize.yaml" --config "$stages/node/heartbeat/node-heartbeat.yaml" \
-    --config "$stages/pod/fast/pod-ready.yaml" --config "$stages/pod/fast/pod-complete.yaml" \
-    --config "$stages/pod/fast/pod-delete.yaml" \
-    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --cidr 10.0.1.0/24 --node-ip 127.0.0.1 --server-address 127.0.0.1:10247
+  start_kwok
   wait_for kube-controller-manager 60 curl -sfk https://127.0.0.1:10257/healthz
   wait_for kube-scheduler 60 curl -sfk https://127.0.0.1:10259/healthz
 

@@ -4,77 +4,19 @@
 //! Every published id is accounted for: received (exactly once unless a duplicate is
 //! reported) or in the dead-letter queue with its reason.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
 use kube::api::PostParams;
 use lapin::{options::BasicGetOptions, types::AMQPValue};
 use serde_json::{Value, json};
-use sluice::{
-    api::{EventTopic, Subscription},
-    dispatch::signing::{SigningKey, generate_secret, verify},
+use sluice::api::{EventTopic, Subscription};
+
+use crate::{
+    harness::{Amqp, Controller, ControllerOpts, Dispatcher, TestNamespace, admin, eventually, serial},
+    receiver::{Behaviour, receiver},
 };
 
-use crate::harness::{Amqp, Controller, ControllerOpts, Dispatcher, TestNamespace, admin, eventually, serial};
-
 const WAIT: Duration = Duration::from_secs(120);
-
-/// What the receiver answers for an event id on its n-th attempt (1-based).
-type Behaviour = Arc<dyn Fn(&str, u32) -> u16 + Send + Sync>;
-
-#[derive(Default)]
-struct Seen {
-    /// Attempts per id (every request with a valid signature).
-    attempts: HashMap<String, u32>,
-    /// Successful (2xx) deliveries per id.
-    delivered: HashMap<String, u32>,
-    bad_signatures: u32,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    key: Arc<SigningKey>,
-    behaviour: Behaviour,
-    seen: Arc<Mutex<Seen>>,
-}
-
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let (id, timestamp, signature) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
-    let valid = timestamp.parse().is_ok_and(|ts| verify(&r.key, &id, ts, &body, &signature));
-    let mut seen = r.seen.lock().expect("lock");
-    if !valid {
-        seen.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    let attempt = {
-        let n = seen.attempts.entry(id.clone()).or_default();
-        *n += 1;
-        *n
-    };
-    let code = (r.behaviour)(&id, attempt);
-    if (200..300).contains(&code) {
-        *seen.delivered.entry(id).or_default() += 1;
-    }
-    StatusCode::from_u16(code).expect("status")
-}
-
-/// Starts the receiver; returns its address, its signing secret and what it saw.
-async fn receiver(behaviour: Behaviour) -> (SocketAddr, String, Arc<Mutex<Seen>>) {
-    let secret = generate_secret();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let state = Receiver { key: Arc::new(SigningKey::parse(&secret).expect("key")), behaviour, seen: seen.clone() };
-    let app = Router::new().route("/hook", post(receive)).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, secret, seen)
-}
 
 /// A topic, a Subscription with a short retry schedule, Ready; returns the Subscription's status.
 async fn subscription(ns: &TestNamespace, schedule: &[&str]) -> Value {
@@ -108,10 +50,6 @@ fn config(ns: &TestNamespace, status: &Value, schedule_ms: &[u64], receiver: Soc
     })
 }
 
-fn delivered_total(seen: &Mutex<Seen>) -> usize {
-    seen.lock().expect("lock").delivered.len()
-}
-
 #[tokio::test]
 async fn ten_thousand_events_arrive_once_each_with_valid_signatures() {
     let _serial = serial();
@@ -127,7 +65,10 @@ async fn ten_thousand_events_arrive_once_each_with_valid_signatures() {
     let amqp = Amqp::connect().await;
     let exchange = format!("sluice.{}.orders", ns.name);
     amqp.publish(&exchange, "order.created", "evt", 10_000).await;
-    eventually("10,000 deliveries", WAIT, || async { (delivered_total(&seen) == 10_000).then_some(()) }).await;
+    eventually("10,000 deliveries", WAIT, || async {
+        (seen.lock().expect("lock").delivered.len() == 10_000).then_some(())
+    })
+    .await;
     // Anything still on its way would show up now.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -173,7 +114,7 @@ async fn transient_failures_retry_through_the_broker_and_bad_requests_dead_lette
     amqp.publish(&exchange, "order.created", "ok", 100).await;
     let dlq = status["deadLetterQueue"].as_str().expect("dlq").to_owned();
     eventually("300 deliveries and 50 dead letters", WAIT, || async {
-        (delivered_total(&seen) == 300 && amqp.count(&dlq).await == 50).then_some(())
+        (seen.lock().expect("lock").delivered.len() == 300 && amqp.count(&dlq).await == 50).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;

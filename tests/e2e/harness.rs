@@ -257,6 +257,8 @@ impl Controller {
             cmd.args(["controller", "--admin-addr", &admin.to_string(), "--lease-name", &opts.lease])
                 .args(["--resync", opts.resync, "--lease-duration", &opts.lease_duration.to_string()])
                 .args(["--identity", &format!("e2e-{}", admin.port())])
+                // The receivers of the tests listen on loopback; dispatchers log plain text.
+                .args(["--egress-allow", "127.0.0.0/8", "--dispatcher-log-format", "plain"])
                 .env("KUBECONFIG", env.testbed.join("sluice-sa.kubeconfig"))
                 .env("SLUICE_NAMESPACE", "sluice-system");
         })
@@ -278,7 +280,24 @@ impl Controller {
         })
     }
 
+    /// The test bed's pod runner (the dispatcher pods' stand-in kubelet), with the admin
+    /// kubeconfig, running this build's `sluice`.
+    #[allow(dead_code, reason = "not every test binary that shares this harness runs dispatcher pods")]
+    pub fn pod_runner() -> Self {
+        let env = env();
+        Self::spawn_program(env!("CARGO_BIN_EXE_sluice-podrunner"), "podrunner", |cmd, _| {
+            cmd.env("KUBECONFIG", env.testbed.join("kubeconfig"))
+                .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice"))
+                .arg("--state-dir")
+                .arg(env.testbed.join("pods"));
+        })
+    }
+
     fn spawn(name: &str, configure: impl FnOnce(&mut Command, SocketAddr)) -> Self {
+        Self::spawn_program(env!("CARGO_BIN_EXE_sluice"), name, configure)
+    }
+
+    fn spawn_program(program: &str, name: &str, configure: impl FnOnce(&mut Command, SocketAddr)) -> Self {
         let env = env();
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let logs = env.testbed.join("e2e-logs");
@@ -289,7 +308,7 @@ impl Controller {
         // its Drop runs takes its processes with it instead of leaving them acting on the next
         // run's objects.
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_sluice")]);
+        cmd.args(["--pdeathsig", "KILL", "--", program]);
         configure(&mut cmd, admin);
         let child = cmd
             .env("RUST_LOG", "info,sluice=debug")

@@ -14,4 +14,6 @@ mod dispatcher;
 mod event_topic;
 mod harness;
 mod leader;
+mod receiver;
 mod subscription;
+mod webhook;

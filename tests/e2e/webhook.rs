@@ -1,0 +1,229 @@
+//! Webhooks end to end: the controller renders the dispatcher Deployment, the test bed's pod
+//! runner starts it the way a kubelet would (env from Secrets, the ConfigMap mounted, the
+//! pod's own ServiceAccount token), and a real receiver verifies every signature. The
+//! Webhook's status is what the dispatcher pods report, summarized by the controller.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    ByteString,
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Secret},
+    },
+};
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use sluice::{
+    api::{EventTopic, Subscription, Webhook},
+    dispatch::signing::generate_secret,
+};
+
+use crate::{
+    harness::{Amqp, Controller, ControllerOpts, TestNamespace, admin, condition, eventually, serial},
+    receiver::{self, Behaviour},
+};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn create<K>(ns: &TestNamespace, object: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).expect("object");
+    ns.api::<K>().create(&PostParams::default(), &object).await.expect("create");
+}
+
+async fn topic_and_subscription(ns: &TestNamespace, webhook: &str) {
+    create::<EventTopic>(ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "orders"}, "spec": {"type": "topic"}
+    }))
+    .await;
+    create::<Subscription>(ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": "billing"},
+        "spec": {"topicRef": {"name": "orders"}, "filter": {"routingKeys": ["order.*"]}, "webhookRef": {"name": webhook},
+                 "retry": {"schedule": ["100ms", "200ms"]}, "deletionPolicy": "Delete"}
+    }))
+    .await;
+}
+
+async fn webhook_status(ns: &TestNamespace, name: &str) -> Value {
+    ns.get_json::<Webhook>(name).await.map(|w| w["status"].clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_webhook_runs_its_dispatcher_delivers_signed_and_reports_status() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+
+    let first = generate_secret();
+    let behaviour: Behaviour = Arc::new(|id, _| if id.starts_with("bad-") { 400 } else { 204 });
+    let receiver = receiver::start(&[&first], behaviour).await;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("hook-signing".into()), ..Default::default() },
+        data: Some([("secret".to_owned(), ByteString(first.clone().into_bytes()))].into()),
+        ..Secret::default()
+    };
+    ns.api::<Secret>().create(&PostParams::default(), &secret).await.expect("secret");
+    topic_and_subscription(&ns, "hook").await;
+    create::<Webhook>(
+        &ns,
+        json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Webhook", "metadata": {"name": "hook"},
+            "spec": {"url": receiver.url(), "signing": {"secretRef": {"name": "hook-signing"}}, "maxInFlight": 16}
+        }),
+    )
+    .await;
+    ns.wait_ready("subscription/billing");
+    ns.wait_ready("webhook/hook");
+
+    // What the controller wrote: an owned, hardened Deployment and the configuration.
+    let deployment = ns.api::<Deployment>().get("sluice-dispatcher-hook").await.expect("deployment");
+    let owner = &deployment.metadata.owner_references.as_ref().expect("owned")[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Webhook", "hook"));
+    let config = ns.api::<ConfigMap>().get("sluice-dispatcher-hook").await.expect("config map");
+    let config: Value = serde_json::from_str(&config.data.expect("data")["dispatch.json"]).expect("json");
+    assert_eq!(config["subscriptions"][0]["queue"], json!(format!("sluice.{}.billing", ns.name)));
+    assert_eq!(config["subscriptions"][0]["schedule"], json!([100, 200]));
+
+    let amqp = Amqp::connect().await;
+    let exchange = format!("sluice.{}.orders", ns.name);
+    amqp.publish(&exchange, "order.created", "ok", 1000).await;
+    amqp.publish(&exchange, "order.created", "bad", 20).await;
+    let dlq = format!("sluice.{}.billing.dlq", ns.name);
+    eventually("1,000 deliveries and 20 dead letters", WAIT, || async {
+        (receiver.seen.lock().expect("lock").delivered.len() == 1000 && amqp.count(&dlq).await == 20).then_some(())
+    })
+    .await;
+
+    // The dispatcher pod reports; the controller sums it up within seconds.
+    let status = eventually("the Webhook status to show every delivery", WAIT, || async {
+        let s = webhook_status(&ns, "hook").await;
+        (s["delivered"] == json!(1000) && s["deadLettered"] == json!(20)).then_some(s)
+    })
+    .await;
+    assert_eq!(status["failed"], json!(20), "one failed attempt per 400");
+    assert_eq!(status["readyReplicas"], json!(1));
+    assert_eq!(status["circuit"], json!("Closed"));
+    assert!(status["lastSuccessTime"].is_string() && status["lastFailureTime"].is_string());
+    assert_eq!(status["dispatchers"].as_array().map(Vec::len), Some(1));
+    let hook = ns.get_json::<Webhook>("hook").await.expect("webhook");
+    assert_eq!(condition(&hook, "Disabled").map(|c| c.0), Some("False".to_owned()));
+    assert_eq!(condition(&hook, "CircuitOpen").map(|c| c.0), Some("False".to_owned()));
+    {
+        let seen = receiver.seen.lock().expect("lock");
+        assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
+    }
+
+    // Rotating the secret: the dispatcher rolls and signs with both secrets for the overlap.
+    let second = generate_secret();
+    receiver.learn(&second);
+    let rotated = json!({"data": {"secret": ByteString(second.clone().into_bytes())}});
+    ns.api::<Secret>().patch("hook-signing", &PatchParams::default(), &Patch::Merge(&rotated)).await.expect("rotate");
+    // The operator reads Secrets without watching them: a resync or any change of the Webhook
+    // picks the new one up.
+    let nudge = json!({"metadata": {"annotations": {"example.com/rotated": "1"}}});
+    ns.api::<Webhook>().patch("hook", &PatchParams::default(), &Patch::Merge(&nudge)).await.expect("annotate");
+    eventually("the rotation to reach the dispatcher", WAIT, || async {
+        amqp.publish(&exchange, "order.created", &format!("probe-{}", crate::harness::random_suffix()), 1).await;
+        let seen = receiver.seen.lock().expect("lock");
+        (seen.verified_by.get(1).copied().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    amqp.publish(&exchange, "order.created", "after", 100).await;
+    eventually("100 deliveries after the rotation", WAIT, || async {
+        let seen = receiver.seen.lock().expect("lock");
+        ((0..100).all(|i| seen.delivered.contains_key(&format!("after-{i}")))).then_some(())
+    })
+    .await;
+    let seen = receiver.seen.lock().expect("lock");
+    for i in 0..100 {
+        let keys = seen.keys_of.get(&format!("after-{i}")).cloned().unwrap_or_default();
+        assert_eq!(keys, [0, 1], "after-{i} carries signatures by the old and the new secret");
+    }
+    assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
+    drop(seen);
+    amqp.close().await;
+    ns.teardown().await;
+}
+
+#[tokio::test]
+async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-gone").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-gone"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+
+    // No secretRef: the operator generates one; the receiver learns it from the Secret.
+    let answer = Arc::new(std::sync::atomic::AtomicU16::new(410));
+    let behaviour: Behaviour = {
+        let answer = answer.clone();
+        Arc::new(move |_, _| answer.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let receiver = receiver::start(&[], behaviour).await;
+    create::<Webhook>(
+        &ns,
+        json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Webhook", "metadata": {"name": "hook"},
+            "spec": {"url": receiver.url(), "maxInFlight": 4}
+        }),
+    )
+    .await;
+    ns.wait_ready("webhook/hook");
+    let generated = ns.api::<Secret>().get("sluice-signing-hook").await.expect("generated secret");
+    let generated = String::from_utf8(generated.data.expect("data")["secret"].0.clone()).expect("utf-8");
+    assert!(generated.starts_with("whsec_"));
+    receiver.learn(&generated);
+    assert_eq!(webhook_status(&ns, "hook").await["signingSecret"], json!("sluice-signing-hook"));
+
+    // A Subscription added later reaches the dispatcher through the ConfigMap.
+    topic_and_subscription(&ns, "hook").await;
+    ns.wait_ready("subscription/billing");
+    eventually("the dispatcher configuration to list the Subscription", WAIT, || async {
+        let map = ns.api::<ConfigMap>().get("sluice-dispatcher-hook").await.ok()?;
+        map.data?.get("dispatch.json")?.contains("\"billing\"").then_some(())
+    })
+    .await;
+
+    let amqp = Amqp::connect().await;
+    let exchange = format!("sluice.{}.orders", ns.name);
+    let work = format!("sluice.{}.billing", ns.name);
+    amqp.publish(&exchange, "order.created", "evt", 200).await;
+    let hook = ns.wait_condition::<Webhook>("hook", "Disabled", "True", "EndpointGone").await;
+    assert!(hook.contains("410"), "{hook}");
+    ns.wait_condition::<Webhook>("hook", "Ready", "False", "Disabled").await;
+    eventually("all 200 messages kept in the work queue", WAIT, || async {
+        (amqp.count(&work).await == 200).then_some(())
+    })
+    .await;
+    let attempts: u32 = receiver.seen.lock().expect("lock").attempts.values().sum();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.seen.lock().expect("lock").attempts.values().sum::<u32>(), attempts, "nothing consumed");
+    assert_eq!(receiver.seen.lock().expect("lock").delivered.len(), 0);
+
+    // Any change to the spec re-enables; the endpoint is back.
+    answer.store(204, std::sync::atomic::Ordering::SeqCst);
+    let change = json!({"spec": {"timeout": "10s"}});
+    ns.api::<Webhook>().patch("hook", &PatchParams::default(), &Patch::Merge(&change)).await.expect("change");
+    ns.wait_condition::<Webhook>("hook", "Disabled", "False", "Enabled").await;
+    eventually("all 200 delivered after re-enabling", WAIT, || async {
+        (receiver.seen.lock().expect("lock").delivered.len() == 200).then_some(())
+    })
+    .await;
+    let seen = receiver.seen.lock().expect("lock");
+    assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
+    drop(seen);
+    assert_eq!(amqp.count(&work).await, 0);
+    amqp.close().await;
+    ns.teardown().await;
+}
