@@ -27,8 +27,8 @@ test: fmt-check clippy unit crds-check chart-check e2e ## fmt + clippy + every t
 ## --- Pieces ------------------------------------------------------------------------
 
 .PHONY: build
-build: ## Build the sluice binary
-	cargo build --bin sluice
+build: ## Build the sluice binary and the test bed's pod runner
+	cargo build --features e2e --bin sluice --bin sluice-podrunner
 
 .PHONY: fmt-check
 fmt-check:
@@ -78,10 +78,9 @@ install: testbed-up ## Install the CRDs and the chart (0 replicas) into the test
 	KUBECONFIG=$(TESTBED)/kubeconfig bash hack/testbed/install.sh
 
 .PHONY: run
-run: install build ## Run the controller in the foreground against the test bed
+run: install build ## Run the controller in the foreground against the test bed, with the pod runner
 	bash hack/testbed/stop-controller.sh
-	SLUICE_NAMESPACE=sluice-system RUST_LOG=$${RUST_LOG:-info,sluice=debug} \
-	  ./target/debug/sluice controller --admin-addr 127.0.0.1:8080
+	bash hack/testbed/run.sh
 
 .PHONY: e2e
 e2e: install ## End-to-end tests against the test bed (real broker, real control plane)
@@ -96,4 +95,4 @@ e2e-kind: ## The same e2e suite with a kind cluster as the control plane (needs 
 .PHONY: bench
 bench: install ## Performance suite (DESIGN.md §8), printed as a table with ratios
 	bash hack/testbed/stop-controller.sh
-	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) cargo bench --features e2e --bench controller
+	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) cargo bench --features e2e --bench controller --bench dispatcher

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# make demo: installs Sluice into the local test bed, runs the controller in the background,
-# applies config/samples/, waits for the topics and subscriptions to be Ready, shows their
-# exchanges and queues on the broker, publishes an event that a Subscription's queue receives
-# and one nobody subscribes to (kept in the unroutable queue), and repairs a deleted exchange.
+# make demo: installs Sluice into the local test bed, runs the controller and the test bed's
+# pod runner (which starts dispatcher pods as processes) in the background, applies
+# config/samples/, waits for everything to be Ready, shows the exchanges and queues on the
+# broker, starts a local receiver that verifies signatures, publishes events that arrive
+# signed (one after a retry, one dead-lettered), one nobody subscribes to (kept in the
+# unroutable queue), and repairs a deleted exchange.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -20,8 +22,14 @@ say "Starting the controller (log: .testbed/controller.log, admin: http://127.0.
 bash "$here/testbed/stop-controller.sh"
 KUBECONFIG=$tb/sluice-sa.kubeconfig SLUICE_NAMESPACE=sluice-system RUST_LOG=info \
   setsid nohup "$root/target/debug/sluice" controller --admin-addr 127.0.0.1:8080 --resync 10s \
+  --egress-allow 127.0.0.0/8 --dispatcher-log-format plain \
   > "$tb/controller.log" 2>&1 < /dev/null &
 echo $! > "$tb/controller.pid"
+say "Starting the pod runner, the test bed's stand-in kubelet for dispatcher pods (log: .testbed/podrunner.log)"
+KUBECONFIG=$tb/kubeconfig SLUICE_BIN=$root/target/debug/sluice \
+  setsid nohup "$root/target/debug/sluice-podrunner" --state-dir "$tb/pods" \
+  > "$tb/podrunner.log" 2>&1 < /dev/null &
+echo $! > "$tb/podrunner.pid"
 for _ in $(seq 1 120); do curl -sf http://127.0.0.1:8080/readyz >/dev/null && break; sleep 0.5; done
 curl -s http://127.0.0.1:8080/readyz
 
@@ -29,6 +37,7 @@ say "Applying config/samples/"
 k apply -f "$root/config/samples/"
 k wait --for=condition=Ready eventtopic --all -n shop --timeout=90s
 k wait --for=condition=Ready subscription --all -n shop --timeout=90s
+k wait --for=condition=Ready webhook --all -n shop --timeout=90s
 
 say "kubectl get sluice -n shop"
 k get sluice -n shop -o wide
@@ -54,24 +63,41 @@ for q in rows:
     dlx = a.get("x-dead-letter-routing-key", "") if "x-dead-letter-exchange" in a else ""
     print("%-36s %-8s %-10s %s" % (q["name"], q["type"], ttl, dlx))'
 
-publish() { # routing key, message id
+publish() { # exchange, routing key, message id
   curl -s -u guest:guest -H 'content-type: application/json' -X POST \
-    'http://127.0.0.1:15672/api/exchanges/%2f/sluice.shop.orders/publish' \
-    -d '{"routing_key":"'"$1"'","payload":"{\"id\":\"o-1001\"}","payload_encoding":"string","properties":{"delivery_mode":2,"content_type":"application/json","message_id":"'"$2"'","headers":{"event-version":"v2"}}}'
-  echo
+    "http://127.0.0.1:15672/api/exchanges/%2f/$1/publish" \
+    -d '{"routing_key":"'"$2"'","payload":"{\"id\":\"'"$3"'\"}","payload_encoding":"string","properties":{"delivery_mode":2,"content_type":"application/json","message_id":"'"$3"'","headers":{"event-version":"v2"}}}' >/dev/null
 }
-say "Publishing order.created to sluice.shop.orders: Subscription billing (order.*) receives it"
-publish order.created evt-1001
-say "Publishing refund.issued: no Subscription matches it, so it is kept in the unroutable queue"
-publish refund.issued evt-1002
-for q in sluice.shop.billing sluice.shop.orders.unroutable; do
-  for _ in $(seq 1 40); do
-    n=$(curl -s -u guest:guest "http://127.0.0.1:15672/api/queues/%2f/$q?columns=messages" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("messages") or 0)')
-    [ "$n" -ge 1 ] && break; sleep 0.5
-  done
-  echo "  $q: $n message(s)"
+queue_messages() {
+  curl -s -u guest:guest "http://127.0.0.1:15672/api/queues/%2f/$1?columns=messages" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin).get("messages") or 0)'
+}
+
+say "A local receiver on 127.0.0.1:9090 that verifies signatures with the generated secret"
+secret=$(k get secret -n shop sluice-signing-billing -o jsonpath='{.data.secret}' | base64 -d)
+[ -f "$tb/receiver.pid" ] && kill "$(cat "$tb/receiver.pid")" 2>/dev/null || true
+setsid nohup python3 "$here/demo-receiver.py" 9090 "$secret" > "$tb/receiver.log" 2>&1 < /dev/null &
+echo $! > "$tb/receiver.pid"
+sleep 1
+echo "  secret from Secret shop/sluice-signing-billing (status.signingSecret of Webhook billing)"
+
+say "Publishing to sluice.shop.orders: order.created (delivered), flaky (503 once, retried after 10s), bad (400, dead-lettered)"
+publish sluice.shop.orders order.created evt-1001
+publish sluice.shop.orders order.created flaky-1002
+publish sluice.shop.orders order.updated bad-1003
+for _ in $(seq 1 60); do
+  grep -q 'flaky-1002 attempt 2' "$tb/receiver.log" && [ "$(queue_messages sluice.shop.billing.dlq)" -ge 1 ] && break
+  sleep 0.5
 done
-echo "  (kubectl get subscriptions -n shop shows the counts after the next resync)"
+sed 's/^/  /' "$tb/receiver.log"
+echo "  sluice.shop.billing.dlq: $(queue_messages sluice.shop.billing.dlq) message(s) (bad-1003, x-sluice-reason non-retryable-status)"
+sleep 4  # the dispatcher reports every 3s
+k get webhook -n shop billing -o wide
+
+say "Publishing refund.issued: no Subscription matches it, so it is kept in the unroutable queue"
+publish sluice.shop.orders refund.issued evt-1004
+for _ in $(seq 1 40); do [ "$(queue_messages sluice.shop.orders.unroutable)" -ge 1 ] && break; sleep 0.5; done
+echo "  sluice.shop.orders.unroutable: $(queue_messages sluice.shop.orders.unroutable) message(s)"
 
 say "Drift repair: deleting exchange sluice.shop.payments behind the operator's back"
 curl -s -u guest:guest -X DELETE 'http://127.0.0.1:15672/api/exchanges/%2f/sluice.shop.payments'
@@ -88,7 +114,10 @@ cat <<MSG
 Sluice is running against the local test bed:
   kubectl:    export KUBECONFIG=$tb/kubeconfig; $bin/kubectl get sluice -A
   RabbitMQ:   http://127.0.0.1:15672 (guest/guest)
-  metrics:    http://127.0.0.1:8080/metrics
+  metrics:    http://127.0.0.1:8080/metrics (controller); dispatchers: .testbed/pods/targets.json
+              (Prometheus file_sd; e.g. curl http://\$(jq -r '.[0].targets[0]' .testbed/pods/targets.json)/metrics)
   controller: .testbed/controller.log (pid $(cat "$tb/controller.pid"))
+  dispatcher: .testbed/pods/shop_sluice-dispatcher-billing-*/container.log
+  receiver:   .testbed/receiver.log
 Stop everything with: make testbed-down
 MSG

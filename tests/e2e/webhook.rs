@@ -138,6 +138,8 @@ async fn a_webhook_runs_its_dispatcher_delivers_signed_and_reports_status() {
         (seen.verified_by.get(1).copied().unwrap_or(0) > 0).then_some(())
     })
     .await;
+    // The rollout is over when the old pod's process is gone.
+    eventually("one dispatcher process", WAIT, || async { (dispatcher_pids(&ns).len() == 1).then_some(()) }).await;
     amqp.publish(&exchange, "order.created", "after", 100).await;
     eventually("100 deliveries after the rotation", WAIT, || async {
         let seen = receiver.seen.lock().expect("lock");
@@ -224,6 +226,146 @@ async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
     assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
     drop(seen);
     assert_eq!(amqp.count(&work).await, 0);
+    amqp.close().await;
+    ns.teardown().await;
+}
+
+/// A Webhook `hook` delivering Subscription `billing` (retries 100ms, 200ms, 300ms, 400ms,
+/// 500ms) to a receiver with `behaviour`, Ready, with its dispatcher pod running.
+async fn delivering(ns: &TestNamespace, behaviour: Behaviour) -> receiver::Handle {
+    let secret = generate_secret();
+    let receiver = receiver::start(&[&secret], behaviour).await;
+    let signing = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("hook-signing".into()), ..Default::default() },
+        data: Some([("secret".to_owned(), ByteString(secret.into_bytes()))].into()),
+        ..Secret::default()
+    };
+    ns.api::<Secret>().create(&PostParams::default(), &signing).await.expect("secret");
+    create::<EventTopic>(ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "orders"}, "spec": {"type": "topic"}
+    }))
+    .await;
+    create::<Subscription>(ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": "billing"},
+        "spec": {"topicRef": {"name": "orders"}, "filter": {"routingKeys": ["order.*"]}, "webhookRef": {"name": "hook"},
+                 "retry": {"schedule": ["100ms", "200ms", "300ms", "400ms", "500ms"]}, "deletionPolicy": "Delete"}
+    }))
+    .await;
+    create::<Webhook>(
+        ns,
+        json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Webhook", "metadata": {"name": "hook"},
+            "spec": {"url": receiver.url(), "signing": {"secretRef": {"name": "hook-signing"}}, "maxInFlight": 64,
+                     "circuitBreaker": {"failureRatio": 1.0, "minAttempts": 100_000}}
+        }),
+    )
+    .await;
+    ns.wait_ready("subscription/billing");
+    ns.wait_ready("webhook/hook");
+    receiver
+}
+
+/// Every id `<prefix>-0..n` delivered, the dead-letter queue empty; returns the duplicates.
+async fn all_delivered(receiver: &receiver::Handle, amqp: &Amqp, ns: &TestNamespace, prefix: &str, n: usize) -> u32 {
+    eventually(&format!("{n} deliveries"), Duration::from_secs(300), || async {
+        let seen = receiver.seen.lock().expect("lock");
+        (0..n).all(|i| seen.delivered.contains_key(&format!("{prefix}-{i}"))).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(amqp.count(&format!("sluice.{}.billing.dlq", ns.name)).await, 0, "nothing dead-lettered");
+    assert_eq!(amqp.count(&format!("sluice.{}.billing", ns.name)).await, 0, "nothing left in the work queue");
+    let seen = receiver.seen.lock().expect("lock");
+    assert_eq!(seen.bad_signatures, 0);
+    assert_eq!(seen.delivered.len(), n, "no unexpected id");
+    seen.duplicates()
+}
+
+/// The running dispatcher processes of `hook` in `ns`, from the pod runner's files.
+fn dispatcher_pids(ns: &TestNamespace) -> Vec<i32> {
+    let pods = crate::harness::env().testbed.join("pods");
+    let Ok(entries) = std::fs::read_dir(pods) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&format!("{}_sluice-dispatcher-hook-", ns.name)) {
+                return None;
+            }
+            let pid: i32 = std::fs::read_to_string(entry.path().join("pid")).ok()?.trim().parse().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            // A killed process the runner has not reaped yet is a zombie, not a running one.
+            (!status.contains("State:\tZ")).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sigkilled_dispatchers_lose_nothing_in_a_20000_message_run_with_failures() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-kill").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-kill"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    // One in ten events fails (500) on its first attempt.
+    let behaviour: Behaviour = Arc::new(|id, attempt| {
+        let n: u32 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if n.is_multiple_of(10) && attempt == 1 { 500 } else { 204 }
+    });
+    let receiver = delivering(&ns, behaviour).await;
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 20_000).await;
+
+    // SIGKILL the dispatcher three times while it delivers; the pod runner restarts it.
+    let mut kills = 0;
+    while kills < 3 {
+        let delivered = receiver.seen.lock().expect("lock").delivered.len();
+        if delivered >= 20_000 {
+            break;
+        }
+        if delivered > 2_000 * (kills + 1)
+            && let Some(&pid) = dispatcher_pids(&ns).first()
+        {
+            std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+            kills += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let duplicates = all_delivered(&receiver, &amqp, &ns, "evt", 20_000).await;
+    println!("SIGKILL x{kills} during 20,000 deliveries (10% failing once): 0 lost, {duplicates} duplicate deliveries");
+    assert!(kills >= 1, "the dispatcher was killed during the run");
+    let retried =
+        receiver.seen.lock().expect("lock").attempts.iter().filter(|(id, n)| **n > 1 && id.ends_with('0')).count();
+    assert!(retried >= 1900, "the failing tenth was retried ({retried})");
+    amqp.close().await;
+    ns.teardown().await;
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_run_loses_nothing_and_delivery_resumes_by_itself() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-broker").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-broker"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    let receiver = delivering(&ns, Arc::new(|_, _| 204)).await;
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 20_000).await;
+    amqp.close().await;
+    eventually("deliveries under way", WAIT, || async {
+        (receiver.seen.lock().expect("lock").delivered.len() > 500).then_some(())
+    })
+    .await;
+    let outage = crate::harness::Rabbit::stop();
+    let during = receiver.seen.lock().expect("lock").delivered.len();
+    outage.end();
+    let amqp = Amqp::connect().await;
+    let duplicates = all_delivered(&receiver, &amqp, &ns, "evt", 20_000).await;
+    println!("RabbitMQ restarted after {during} of 20,000 deliveries: 0 lost, {duplicates} duplicate deliveries");
+    assert!(during < 20_000, "the restart happened mid-run");
     amqp.close().await;
     ns.teardown().await;
 }

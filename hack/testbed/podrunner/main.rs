@@ -289,6 +289,7 @@ impl Runner {
             .kill_on_drop(true);
         let child = command.spawn().context("spawn the container process")?;
         std::fs::write(dir.join("port"), port.to_string())?;
+        std::fs::write(dir.join("pid"), child.id().unwrap_or_default().to_string())?;
         let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).try_into().unwrap_or(30));
         Ok(Started { child, port, grace })
     }
