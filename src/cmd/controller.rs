@@ -103,16 +103,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin::serve(args.admin_addr, Arc::new(registry), readiness, stop.clone()));
     tokio::spawn(brokers.clone().watch_default(stop.clone()));
 
-    for cidr in &args.egress_allow {
+    // An empty value (the chart's default, `--egress-allow=`) allows nothing extra.
+    let egress_allow: Vec<String> = args.egress_allow.iter().filter(|c| !c.is_empty()).cloned().collect();
+    for cidr in &egress_allow {
         cidr.parse::<ipnet::IpNet>().with_context(|| format!("--egress-allow {cidr:?} is not a CIDR"))?;
     }
     let dispatcher = DispatcherSettings {
         image: args.dispatcher_image.clone(),
         image_pull_policy: args.dispatcher_image_pull_policy.clone(),
-        egress: EgressConfig {
-            allow: args.egress_allow.iter().filter(|c| !c.is_empty()).cloned().collect(),
-            refuse_private: args.egress_refuse_private,
-        },
+        egress: EgressConfig { allow: egress_allow, refuse_private: args.egress_refuse_private },
         log_format: args.dispatcher_log_format.clone(),
     };
     let settings = Settings { resync: args.resync, concurrency: args.concurrency, dispatcher };

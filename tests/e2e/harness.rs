@@ -229,11 +229,13 @@ pub struct ControllerOpts {
     pub lease: String,
     pub resync: &'static str,
     pub lease_duration: u64,
+    /// The egress allowlist given to dispatchers (the tests' receivers listen on loopback).
+    pub egress_allow: &'static str,
 }
 
 impl ControllerOpts {
     pub fn new(lease: &str) -> Self {
-        Self { lease: format!("e2e-{lease}"), resync: "5m", lease_duration: 15 }
+        Self { lease: format!("e2e-{lease}"), resync: "5m", lease_duration: 15, egress_allow: "127.0.0.0/8" }
     }
 }
 
@@ -257,8 +259,7 @@ impl Controller {
             cmd.args(["controller", "--admin-addr", &admin.to_string(), "--lease-name", &opts.lease])
                 .args(["--resync", opts.resync, "--lease-duration", &opts.lease_duration.to_string()])
                 .args(["--identity", &format!("e2e-{}", admin.port())])
-                // The receivers of the tests listen on loopback; dispatchers log plain text.
-                .args(["--egress-allow", "127.0.0.0/8", "--dispatcher-log-format", "plain"])
+                .args(["--egress-allow", opts.egress_allow, "--dispatcher-log-format", "plain"])
                 .env("KUBECONFIG", env.testbed.join("sluice-sa.kubeconfig"))
                 .env("SLUICE_NAMESPACE", "sluice-system");
         })

@@ -369,3 +369,175 @@ async fn a_broker_restart_mid_run_loses_nothing_and_delivery_resumes_by_itself()
     amqp.close().await;
     ns.teardown().await;
 }
+
+/// Topic `orders`, and per (Subscription, Webhook, url, extra Webhook spec) one Subscription
+/// delivering to one Webhook with a one-hour retry step (retries wait in the broker).
+async fn webhooks(ns: &TestNamespace, hooks: &[(&str, &str, &str, Value)]) {
+    create::<EventTopic>(ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "orders"}, "spec": {"type": "topic"}
+    }))
+    .await;
+    for (sub, hook, url, extra) in hooks {
+        create::<Subscription>(ns, json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": sub},
+            "spec": {"topicRef": {"name": "orders"}, "filter": {"routingKeys": ["order.*"]}, "webhookRef": {"name": hook},
+                     "retry": {"schedule": ["1h"]}, "deletionPolicy": "Delete"}
+        }))
+        .await;
+        let mut spec = json!({"url": url});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        create::<Webhook>(
+            ns,
+            json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "Webhook", "metadata": {"name": hook}, "spec": spec
+            }),
+        )
+        .await;
+    }
+    for (sub, hook, ..) in hooks {
+        ns.wait_ready(&format!("subscription/{sub}"));
+        ns.wait_ready(&format!("webhook/{hook}"));
+    }
+}
+
+/// The generated signing secret of `hook`.
+async fn generated_secret(ns: &TestNamespace, hook: &str) -> String {
+    let secret = ns.api::<Secret>().get(&format!("sluice-signing-{hook}")).await.expect("generated secret");
+    String::from_utf8(secret.data.expect("data")["secret"].0.clone()).expect("utf-8")
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_opens_its_circuit_while_a_healthy_webhook_delivers_everything() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-circuit").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-circuit"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    let healthy = receiver::start(&[], Arc::new(|_, _| 204)).await;
+    let failing = receiver::start(&[], Arc::new(|_, _| 503)).await;
+    let breaker = json!({"circuitBreaker": {"failureRatio": 0.5, "minAttempts": 10, "window": "1m", "openFor": "1h"}});
+    webhooks(&ns, &[("billing", "healthy", &healthy.url(), json!({})), ("audit", "failing", &failing.url(), breaker)])
+        .await;
+    healthy.learn(&generated_secret(&ns, "healthy").await);
+    failing.learn(&generated_secret(&ns, "failing").await);
+
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 1000).await;
+    ns.wait_condition::<Webhook>("failing", "CircuitOpen", "True", "FailureRatioExceeded").await;
+    eventually("1,000 deliveries to the healthy endpoint", WAIT, || async {
+        (healthy.seen.lock().expect("lock").delivered.len() == 1000).then_some(())
+    })
+    .await;
+    // The open circuit stops consumption: the failing Webhook's messages wait in the broker.
+    let attempts = failing.seen.lock().expect("lock").attempts.values().sum::<u32>();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(failing.seen.lock().expect("lock").attempts.values().sum::<u32>(), attempts, "no attempt while open");
+    assert!(attempts < 100, "the circuit opened early ({attempts} attempts)");
+    // Ready or held unacknowledged by the paused consumer: all in the broker.
+    let rabbit = crate::harness::Rabbit::new();
+    let messages = |queue: String| {
+        let rabbit = &rabbit;
+        async move { rabbit.queue(&queue).await.and_then(|q| q["messages"].as_u64()).unwrap_or(0) }
+    };
+    eventually("all 1,000 messages of the failing Webhook in its work and retry queues", WAIT, || async {
+        let waiting = messages(format!("sluice.{}.audit", ns.name)).await
+            + messages(format!("sluice.{}.audit.retry.1", ns.name)).await;
+        (waiting == 1000).then_some(())
+    })
+    .await;
+    assert_eq!(amqp.count(&format!("sluice.{}.audit.dlq", ns.name)).await, 0);
+    let status = webhook_status(&ns, "failing").await;
+    assert_eq!(status["circuit"], json!("Open"));
+    let (ok, events) = crate::harness::kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "reason=CircuitOpened",
+        "-o",
+        "name",
+    ]);
+    assert!(ok && !events.trim().is_empty(), "a CircuitOpened Event");
+    assert_eq!(healthy.seen.lock().expect("lock").duplicates(), 0);
+    amqp.close().await;
+    ns.teardown().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_and_the_egress_guard_refuses_metadata_and_loopback() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-guards").await;
+    // No loopback allowlist for this controller's dispatchers.
+    let mut opts = ControllerOpts::new("webhook-guards");
+    opts.egress_allow = "";
+    let ctl = Controller::start(&opts);
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    let receiver = receiver::start(&[], Arc::new(|_, _| 204)).await;
+    webhooks(
+        &ns,
+        &[
+            ("metadata", "metadata", "http://169.254.169.254/latest/meta-data", json!({})),
+            ("loopback", "loopback", &receiver.url(), json!({})),
+        ],
+    )
+    .await;
+    let amqp = Amqp::connect().await;
+    // Fewer than the circuit breaker's minAttempts, so every one is judged, not held back.
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 5).await;
+    for sub in ["metadata", "loopback"] {
+        let dlq = format!("sluice.{}.{sub}.dlq", ns.name);
+        eventually(&format!("5 refused deliveries of {sub} in its DLQ"), WAIT, || async {
+            (amqp.count(&dlq).await == 5).then_some(())
+        })
+        .await;
+        let m = amqp
+            .channel
+            .basic_get(dlq.as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+            .expect("a dead letter");
+        let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+        let reason = headers.inner().get("x-sluice-reason").cloned();
+        assert_eq!(reason, Some(lapin::types::AMQPValue::LongString("egress-refused".into())), "{sub}");
+    }
+    assert_eq!(receiver.seen.lock().expect("lock").attempts.len(), 0, "nothing reached loopback");
+    amqp.close().await;
+    ns.teardown().await;
+    drop(ctl);
+
+    // The rate limit, with loopback allowlisted: 50/s with a burst of 50.
+    let ns = TestNamespace::create(&client, "webhook-rate").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-rate"));
+    ctl.wait_leader().await;
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+    let behaviour: Behaviour = {
+        let arrivals = arrivals.clone();
+        Arc::new(move |_, _| {
+            arrivals.lock().expect("lock").push(std::time::Instant::now());
+            204
+        })
+    };
+    let receiver = receiver::start(&[], behaviour).await;
+    webhooks(&ns, &[("billing", "limited", &receiver.url(), json!({"rateLimit": {"perSecond": 50, "burst": 50}}))])
+        .await;
+    receiver.learn(&generated_secret(&ns, "limited").await);
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 400).await;
+    eventually("400 deliveries", WAIT, || async {
+        (receiver.seen.lock().expect("lock").delivered.len() == 400).then_some(())
+    })
+    .await;
+    let arrivals = arrivals.lock().expect("lock").clone();
+    // After the burst, the sustained rate: 350 requests between arrival 50 and arrival 400.
+    let sustained = 350.0 / (arrivals[399] - arrivals[49]).as_secs_f64();
+    println!("rate limit 50/s (burst 50): sustained {sustained:.1} requests/s");
+    assert!((45.0..=55.0).contains(&sustained), "within 10% of 50/s: {sustained:.1}");
+    amqp.close().await;
+    ns.teardown().await;
+}
