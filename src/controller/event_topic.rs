@@ -31,13 +31,7 @@ const FINALIZER: &str = "sluice.dev/topology";
 /// Reconciles one EventTopic.
 #[instrument(skip_all, fields(namespace = topic.namespace().unwrap_or_default(), name = topic.name_any()))]
 pub async fn reconcile(topic: Arc<EventTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_started(KIND);
-    let result = run(topic.clone(), &ctx).await;
-    timer.finish(result.as_ref().err().map(Error::category));
-    if result.is_ok() {
-        ctx.succeeded(&super::object_key(topic.as_ref()));
-    }
-    result
+    super::measured(KIND, topic.as_ref(), &ctx, run(topic.clone(), &ctx)).await
 }
 
 async fn run(topic: Arc<EventTopic>, ctx: &Context) -> Result<Action, Error> {

@@ -110,6 +110,22 @@ impl Context {
     }
 }
 
+/// Runs one reconcile of `obj`: timed and counted by outcome in the metrics, and the object's
+/// failure streak (its backoff) cleared when it succeeds. Every kind's driver goes through it.
+pub(crate) async fn measured<K, F>(kind: &'static str, obj: &K, ctx: &Context, reconcile: F) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    let timer = ctx.metrics.reconcile_started(kind);
+    let result = reconcile.await;
+    timer.finish(result.as_ref().err().map(Error::category));
+    if result.is_ok() {
+        ctx.succeeded(&object_key(obj));
+    }
+    result
+}
+
 /// Backoff after the `n`th consecutive failure: 1s, 2s, 4s, ... capped at 2 minutes, each
 /// jittered down by up to half so failing objects spread out.
 pub fn backoff_delay(n: u32, jitter: f64) -> Duration {

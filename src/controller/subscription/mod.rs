@@ -44,13 +44,7 @@ pub const REDRIVE_ANNOTATION: &str = "sluice.dev/redrive";
 /// Reconciles one Subscription.
 #[instrument(skip_all, fields(namespace = sub.namespace().unwrap_or_default(), name = sub.name_any()))]
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_started(KIND);
-    let result = run(sub.clone(), &ctx).await;
-    timer.finish(result.as_ref().err().map(Error::category));
-    if result.is_ok() {
-        ctx.succeeded(&super::object_key(sub.as_ref()));
-    }
-    result
+    super::measured(KIND, sub.as_ref(), &ctx, run(sub.clone(), &ctx)).await
 }
 
 async fn run(sub: Arc<Subscription>, ctx: &Context) -> Result<Action, Error> {

@@ -53,13 +53,7 @@ pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// Reconciles one Webhook.
 #[instrument(skip_all, fields(namespace = webhook.namespace().unwrap_or_default(), name = webhook.name_any()))]
 pub async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_started(KIND);
-    let result = run(&webhook, &ctx).await;
-    timer.finish(result.as_ref().err().map(Error::category));
-    if result.is_ok() {
-        ctx.succeeded(&super::object_key(webhook.as_ref()));
-    }
-    result
+    super::measured(KIND, webhook.as_ref(), &ctx, run(&webhook, &ctx)).await
 }
 
 async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
