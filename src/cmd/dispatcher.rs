@@ -99,17 +99,20 @@ pub async fn run(args: DispatcherArgs) -> anyhow::Result<()> {
         }) as admin::ReadinessCheck
     };
     let admin = tokio::spawn(admin::serve(args.admin_addr, Arc::new(registry), readiness, stop.clone()));
+    let reporting = CancellationToken::new();
     let reporter = match args.pod_name {
         Some(pod) => {
             let client = kube::Client::try_default().await.context("no Kubernetes configuration to report status")?;
             let api = kube::Api::<Webhook>::namespaced(client, &namespace);
             let reporter = Reporter { api, webhook, pod, config: checksum, stats };
-            Some(tokio::spawn(reporter.run(stop.child_token())))
+            Some(tokio::spawn(reporter.run(reporting.clone())))
         }
         None => None,
     };
     dispatcher.run(args.broker_uri, stop.clone()).await;
     stop.cancel();
+    // The last report counts the in-flight deliveries that finished while stopping.
+    reporting.cancel();
     if let Some(reporter) = reporter {
         reporter.await.context("status reporter task")?;
     }

@@ -28,10 +28,13 @@ pub trait Reconciled: Resource<DynamicType = ()> + Clone + DeserializeOwned + De
     fn status(&self) -> Option<&Self::Status>;
     fn conditions(&self) -> &[Condition];
     fn core(status: &mut Self::Status) -> (&mut Option<i64>, &mut Vec<Condition>);
+    /// Status fields written by someone else (a Webhook's dispatcher pods): never applied
+    /// by the controller, so it never takes them over with a stale copy.
+    const FOREIGN_STATUS: &'static [&'static str];
 }
 
 macro_rules! reconciled {
-    ($($kind:ty => $status:ty),*) => {$(
+    ($($kind:ty => $status:ty $(, foreign $($field:literal)*)?);*) => {$(
         impl Reconciled for $kind {
             type Status = $status;
             fn status(&self) -> Option<&$status> {
@@ -43,14 +46,16 @@ macro_rules! reconciled {
             fn core(status: &mut $status) -> (&mut Option<i64>, &mut Vec<Condition>) {
                 (&mut status.observed_generation, &mut status.conditions)
             }
+            const FOREIGN_STATUS: &'static [&'static str] = &[$($($field),*)?];
         }
     )*};
 }
 
 reconciled!(
-    EventTopic => EventTopicStatus,
-    Subscription => SubscriptionStatus,
-    Webhook => WebhookStatus,
+    EventTopic => EventTopicStatus;
+    Subscription => SubscriptionStatus;
+    // The pods' own reports, and the totals folded from them by a JSON patch.
+    Webhook => WebhookStatus, foreign "dispatchers" "retired";
     ApiVersionPolicy => ApiVersionPolicyStatus
 );
 
@@ -86,14 +91,22 @@ pub async fn mark_reconciling<K: Reconciled>(api: &Api<K>, obj: &K) -> Result<()
     apply_status(api, &obj.name_any(), Some(&before), &status).await.map(|_| ())
 }
 
-/// Applies `status` to the object `name` unless it equals `current`.
-pub async fn apply_status<K, S>(api: &Api<K>, name: &str, current: Option<&S>, status: &S) -> Result<bool, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-    S: Serialize + PartialEq,
-{
+/// Applies `status` (all but [`Reconciled::FOREIGN_STATUS`]) to the object `name` unless it
+/// equals `current`.
+pub async fn apply_status<K: Reconciled>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&K::Status>,
+    status: &K::Status,
+) -> Result<bool, Error> {
     if current == Some(status) {
         return Ok(false);
+    }
+    let mut status = serde_json::to_value(status).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    if let Some(fields) = status.as_object_mut() {
+        for field in K::FOREIGN_STATUS {
+            fields.remove(*field);
+        }
     }
     let body = json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
     api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))

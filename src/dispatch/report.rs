@@ -25,6 +25,8 @@ use crate::api::{Webhook, webhook::CircuitState as ReportedCircuit, webhook::Dis
 
 /// How often a changed report is written.
 const INTERVAL: Duration = Duration::from_secs(3);
+/// How often an unchanged report is written again.
+const REFRESH: Duration = Duration::from_secs(30);
 
 /// The running tally of one dispatcher process, shared by the delivery tasks.
 #[derive(Default)]
@@ -138,6 +140,7 @@ impl Reporter {
             }
         }
         let mut written: Option<DispatcherReport> = None;
+        let mut last_write = std::time::Instant::now();
         loop {
             let stopping = tokio::select! {
                 () = stop.cancelled() => true,
@@ -146,9 +149,14 @@ impl Reporter {
             let mut report = self.stats.snapshot();
             report.pod.clone_from(&self.pod);
             report.config.clone_from(&self.config);
-            if written.as_ref() != Some(&report) {
+            // Unchanged reports are still rewritten now and then, so a report that someone
+            // else overwrote or that never arrived is put right.
+            if written.as_ref() != Some(&report) || last_write.elapsed() >= REFRESH {
                 match self.write(&report).await {
-                    Ok(()) => written = Some(report),
+                    Ok(()) => {
+                        written = Some(report);
+                        last_write = std::time::Instant::now();
+                    }
                     Err(e) => warn!(error = %e, "Cannot report delivery status to the Webhook."),
                 }
             }

@@ -105,11 +105,15 @@ async fn a_webhook_runs_its_dispatcher_delivers_signed_and_reports_status() {
     .await;
 
     // The dispatcher pod reports; the controller sums it up within seconds.
-    let status = eventually("the Webhook status to show every delivery", WAIT, || async {
+    let started = std::time::Instant::now();
+    let status = loop {
         let s = webhook_status(&ns, "hook").await;
-        (s["delivered"] == json!(1000) && s["deadLettered"] == json!(20)).then_some(s)
-    })
-    .await;
+        if s["delivered"] == json!(1000) && s["deadLettered"] == json!(20) {
+            break s;
+        }
+        assert!(started.elapsed() < WAIT, "the Webhook status never showed every delivery; last: {s:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert_eq!(status["failed"], json!(20), "one failed attempt per 400");
     assert_eq!(status["readyReplicas"], json!(1));
     assert_eq!(status["circuit"], json!("Closed"));

@@ -93,7 +93,7 @@ async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
     next.observed_generation = webhook.metadata.generation;
 
     report_events(webhook, ctx, &previous, &next, &result).await;
-    apply_status(&api, webhook, &previous, &next).await?;
+    status::apply_status(&api, &webhook.name_any(), Some(&previous), &next).await?;
     result.map(|c| if c.ready_replicas < c.replicas { Action::requeue(Duration::from_secs(10)) } else { ctx.resync() })
 }
 
@@ -380,28 +380,6 @@ async fn retire_gone_pods(
         Err(kube::Error::Api(s)) if s.code == 422 => Err(Error::StaleObject),
         Err(e) => Err(Error::kube("fold dispatcher reports")(e)),
     }
-}
-
-/// Applies the operator's part of the status: everything but the pods' own reports.
-async fn apply_status(
-    api: &Api<Webhook>,
-    webhook: &Webhook,
-    previous: &WebhookStatus,
-    next: &WebhookStatus,
-) -> Result<(), Error> {
-    if previous == next {
-        return Ok(());
-    }
-    let mut body = serde_json::to_value(next).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    if let Some(map) = body.as_object_mut() {
-        map.remove("dispatchers");
-        map.remove("retired");
-    }
-    let body = json!({ "apiVersion": Webhook::api_version(&()), "kind": KIND, "status": body });
-    api.patch_status(&webhook.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube("update status"))?;
-    Ok(())
 }
 
 async fn report_events(
