@@ -26,6 +26,8 @@ pub struct Seen {
     pub verified_by: Vec<u32>,
     /// For each id, the keys (by index) that verified its last request.
     pub keys_of: HashMap<String, Vec<usize>>,
+    /// Ids in the order their successful deliveries arrived.
+    pub order: Vec<String>,
 }
 
 impl Seen {
@@ -69,6 +71,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     };
     let code = (r.behaviour)(&id, attempt);
     if (200..300).contains(&code) {
+        seen.order.push(id.clone());
         *seen.delivered.entry(id).or_default() += 1;
     }
     StatusCode::from_u16(code).expect("status")

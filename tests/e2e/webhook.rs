@@ -545,3 +545,64 @@ async fn the_rate_limit_holds_and_the_egress_guard_refuses_metadata_and_loopback
     amqp.close().await;
     ns.teardown().await;
 }
+
+#[tokio::test]
+async fn ordered_delivery_keeps_order_through_failures() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-ordered").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-ordered"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    // Every tenth event fails twice (500) before it is accepted.
+    let behaviour: Behaviour = Arc::new(|id, attempt| {
+        let n: u32 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if n.is_multiple_of(10) && attempt <= 2 { 500 } else { 204 }
+    });
+    let receiver = receiver::start(&[], behaviour).await;
+    create::<EventTopic>(&ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "orders"}, "spec": {"type": "topic"}
+    }))
+    .await;
+    create::<Subscription>(&ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": "ledger"},
+        "spec": {"topicRef": {"name": "orders"}, "filter": {"routingKeys": ["order.*"]}, "webhookRef": {"name": "hook"},
+                 "ordering": "Ordered", "retry": {"schedule": ["100ms", "100ms", "100ms"]}, "deletionPolicy": "Delete"}
+    }))
+    .await;
+    create::<Webhook>(
+        &ns,
+        json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Webhook", "metadata": {"name": "hook"},
+            "spec": {"url": receiver.url(), "circuitBreaker": {"failureRatio": 1.0, "minAttempts": 100_000}}
+        }),
+    )
+    .await;
+    ns.wait_ready("subscription/ledger");
+    ns.wait_ready("webhook/hook");
+    receiver.learn(&generated_secret(&ns, "hook").await);
+    // The route is in the dispatcher's configuration once the Subscription is Ready.
+    eventually("the dispatcher configuration to list the Subscription", WAIT, || async {
+        let map = ns.api::<ConfigMap>().get("sluice-dispatcher-hook").await.ok()?;
+        map.data?.get("dispatch.json")?.contains("\"ordered\": true").then_some(())
+    })
+    .await;
+    eventually("one dispatcher process", WAIT, || async { (dispatcher_pids(&ns).len() == 1).then_some(()) }).await;
+
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 100).await;
+    eventually("100 deliveries", WAIT, || async {
+        (receiver.seen.lock().expect("lock").delivered.len() == 100).then_some(())
+    })
+    .await;
+    let seen = receiver.seen.lock().expect("lock");
+    let expected: Vec<String> = (0..100).map(|i| format!("evt-{i}")).collect();
+    assert_eq!(seen.order, expected, "delivered in publish order, once each");
+    for i in (0..100).step_by(10) {
+        assert_eq!(seen.attempts.get(&format!("evt-{i}")), Some(&3), "evt-{i} retried in place twice");
+    }
+    drop(seen);
+    assert_eq!(amqp.count(&format!("sluice.{}.ledger.dlq", ns.name)).await, 0);
+    amqp.close().await;
+    ns.teardown().await;
+}
