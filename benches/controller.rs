@@ -170,41 +170,14 @@ struct Steady {
 /// succeeded. Returns the figures and the controller, which keeps running.
 async fn verification_pass(kind: &str, n: usize) -> (Steady, Controller) {
     let ctl = Controller::start(&ControllerOpts::new("bench"));
-    let channels_before = channels_opened().await;
-    let start = Instant::now();
-    let sum = |metrics: &str, prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let success = format!("sluice_reconcile_total{{kind=\"{kind}\",result=\"success\"}}");
-    eventually("the verification pass", Duration::from_secs(1800), || async {
-        let done = ctl.metric(&success).await.unwrap_or_default();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (done as usize >= n).then_some(())
-    })
-    .await;
-    let took = start.elapsed();
-    let metrics = ctl.metrics().await;
-    let writes = ["exchange.put", "queue.put", "binding.create", "policy.put"]
-        .iter()
-        .map(|op| sum(&metrics, &format!("sluice_broker_requests_total{{operation=\"{op}\"")))
-        .sum::<f64>();
-    let steady = Steady {
-        reconciles: sum(&metrics, &format!("sluice_reconcile_total{{kind=\"{kind}\"")),
-        management_calls: sum(&metrics, "sluice_broker_requests_total"),
-        amqp_channels: channels_opened().await - channels_before,
-        writes,
-        took,
-    };
+    let steady = next_reconciles(&ctl, kind, n).await;
     (steady, ctl)
 }
 
-/// One resync round of a running controller: from now until `n` more reconciles of `kind`
-/// succeeded (each object's jittered resync came round once), what they cost the broker.
-async fn resync_round(ctl: &Controller, kind: &str, n: usize) -> Steady {
+/// What the next `n` successful reconciles of `kind` cost the broker, from now on: a fresh
+/// controller's verification pass, or one resync round of a running one (each object's
+/// jittered resync came round once).
+async fn next_reconciles(ctl: &Controller, kind: &str, n: usize) -> Steady {
     let sum = |metrics: &str, prefix: &str| -> f64 {
         metrics
             .lines()
@@ -353,7 +326,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     table.row(format!("controller RSS with {subscriptions} Subscriptions (MiB)"), mib(ctl.rss_kib()));
     table.row("  (resync 120s, jittered ±10%, for the next figures)", String::new());
-    let steady = resync_round(&ctl, "Subscription", subscriptions).await;
+    let steady = next_reconciles(&ctl, "Subscription", subscriptions).await;
     steady_rows(&mut table, "Subscription", subscriptions, &steady);
     table.row("controller RSS after a resync round (MiB)", mib(ctl.rss_kib()));
     table.print("Controller, one run on this machine");
