@@ -62,16 +62,18 @@ chart-check: install ## helm lint, and the rendered chart accepted by the real a
 	@echo "chart-check: ok"
 
 .PHONY: testbed-up
-testbed-up: ## Start RabbitMQ and the local control plane (idempotent)
+testbed-up: ## Start RabbitMQ, the local control plane and Prometheus (idempotent)
 	bash hack/testbed/deps.sh
 	bash hack/testbed/rabbitmq.sh up
 	bash hack/testbed/controlplane.sh up
+	bash hack/testbed/prometheus.sh up
 
 .PHONY: testbed-down
-testbed-down: ## Stop the controller, RabbitMQ and the control plane
+testbed-down: ## Stop the controller, RabbitMQ, the control plane and Prometheus
 	bash hack/testbed/stop-controller.sh
 	bash hack/testbed/controlplane.sh down
 	bash hack/testbed/rabbitmq.sh down
+	bash hack/testbed/prometheus.sh down
 
 .PHONY: install
 install: testbed-up ## Install the CRDs and the chart (0 replicas) into the test bed

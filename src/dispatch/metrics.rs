@@ -45,6 +45,15 @@ pub struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub namespace: String,
+    pub webhook: String,
+    pub subscription: String,
+    /// `work`, `retry` (every step's queue summed) or `dlq`.
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     pub namespace: String,
     pub webhook: String,
@@ -69,6 +78,8 @@ pub struct DispatcherMetrics {
     pub retries: Family<RetryLabels, Counter>,
     pub circuit_open: Family<WebhookLabels, Gauge>,
     pub inflight: Family<WebhookLabels, Gauge>,
+    pub queue_messages: Family<QueueLabels, Gauge>,
+    pub oldest_message_age: Family<SubscriptionLabels, Gauge>,
     pub broker_up: Gauge,
 }
 
@@ -82,6 +93,8 @@ impl DispatcherMetrics {
             retries: Family::default(),
             circuit_open: Family::default(),
             inflight: Family::default(),
+            queue_messages: Family::default(),
+            oldest_message_age: Family::default(),
             broker_up: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
@@ -108,6 +121,16 @@ impl DispatcherMetrics {
             metrics.circuit_open.clone(),
         );
         r.register("inflight", "Delivery attempts in progress", metrics.inflight.clone());
+        r.register(
+            "queue_messages",
+            "Messages ready in the Subscription's queues (work, retry steps summed, dlq), sampled every 5 s",
+            metrics.queue_messages.clone(),
+        );
+        r.register(
+            "oldest_message_age_seconds",
+            "Seconds since the oldest message this dispatcher holds (delivering, waiting on the circuit, retrying in place) was published",
+            metrics.oldest_message_age.clone(),
+        );
         r.register(
             "dispatcher_broker_up",
             "Whether the dispatcher is connected to its broker (1) or not (0)",

@@ -2,6 +2,7 @@
 //! signs and POSTs each event, and retries through the broker's retry queues or dead-letters,
 //! acknowledging a message only after its next home confirmed it.
 //!
+//! - [`backlog`]: what waits in the queues, and how long the oldest held message has;
 //! - [`config`]: the dispatch configuration the operator renders;
 //! - [`outcome`]: what an attempt's result means for the message;
 //! - [`metrics`]: the dispatcher's Prometheus metrics;
@@ -11,6 +12,7 @@
 //! - [`report`]: the delivery status each pod reports to its Webhook;
 //! - [`worker`]: the delivery loop.
 
+pub mod backlog;
 pub mod config;
 pub mod egress;
 pub mod limits;

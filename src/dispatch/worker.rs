@@ -27,10 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
+    backlog::{Held, QueueDepths},
     config::{DispatchConfig, SubscriptionRoute},
     egress::EgressPolicy,
     limits::{CircuitBreaker, CircuitState, RateLimiter, Settings, Transition},
-    metrics::{AttemptLabels, DeadLetterLabels, DispatcherMetrics, RetryLabels, SubscriptionLabels, WebhookLabels},
+    metrics::{
+        AttemptLabels, DeadLetterLabels, DispatcherMetrics, QueueLabels, RetryLabels, SubscriptionLabels, WebhookLabels,
+    },
     outcome::{Attempt, DeadLetterReason, Verdict, judge, parse_retry_after, status_class},
     report::Stats,
     signing::KeyRing,
@@ -45,6 +48,8 @@ pub const LAST_STATUS_HEADER: &str = "x-sluice-last-status";
 pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
 /// At most this much of a response is read.
 const RESPONSE_CAP: usize = 64 * 1024;
+/// How often the queues' depths are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything the delivery tasks share.
 pub struct Dispatcher {
@@ -56,6 +61,8 @@ pub struct Dispatcher {
     breaker: Mutex<CircuitBreaker>,
     metrics: Arc<DispatcherMetrics>,
     stats: Arc<Stats>,
+    /// The messages being delivered (or waiting to be), for the oldest-message age.
+    held: Held,
     /// Set on 410 Gone: the Webhook is disabled and nothing more is consumed.
     gone: AtomicBool,
     connected: AtomicBool,
@@ -82,6 +89,7 @@ impl Dispatcher {
             breaker: Mutex::new(breaker),
             metrics,
             stats,
+            held: Held::default(),
             gone: AtomicBool::new(false),
             connected: AtomicBool::new(false),
         }))
@@ -98,15 +106,11 @@ impl Dispatcher {
     }
 
     /// Consumes every Subscription until `stop` fires, reconnecting with backoff whenever the
-    /// broker connection is lost.
+    /// broker connection is lost. While delivery is paused it consumes nothing but keeps
+    /// sampling the queues, so the backlog shows.
     pub async fn run(self: Arc<Self>, amqp_uri: String, stop: CancellationToken) {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
-            if self.paused() {
-                info!("Delivery is paused; consuming nothing.");
-                stop.cancelled().await;
-                break;
-            }
             let props = ConnectionProperties::default().with_connection_name(
                 format!("sluice-dispatcher/{}/{}", self.config.namespace, self.config.webhook).into(),
             );
@@ -117,9 +121,14 @@ impl Dispatcher {
                     info!("Connected to the broker.");
                     let conn = Arc::new(conn);
                     let session = stop.child_token();
+                    let sampler = tokio::spawn(self.clone().sample(conn.clone(), session.clone()));
                     let mut consumers = tokio::task::JoinSet::new();
-                    for route in self.config.subscriptions.clone() {
-                        consumers.spawn(self.clone().consume(conn.clone(), route, session.clone()));
+                    if self.paused() {
+                        info!("Delivery is paused; consuming nothing.");
+                    } else {
+                        for route in self.config.subscriptions.clone() {
+                            consumers.spawn(self.clone().consume(conn.clone(), route, session.clone()));
+                        }
                     }
                     tokio::select! {
                         () = stop.cancelled() => {}
@@ -130,10 +139,12 @@ impl Dispatcher {
                                 Err(e) => warn!(error = %e, "Consumer task failed; reconnecting."),
                             }
                         }
+                        () = closed(&conn) => warn!("The broker connection closed; reconnecting."),
                     }
                     session.cancel();
                     // In-flight deliveries finish (their publish + ack) before the connection closes.
                     while consumers.join_next().await.is_some() {}
+                    let _ = sampler.await;
                     self.set_connected(false);
                     let _ = conn.close(200, "dispatcher stopping".into()).await;
                 }
@@ -143,6 +154,7 @@ impl Dispatcher {
                     warn!(error = %e, attempt = failures, "Cannot connect to the broker.");
                 }
             }
+            // A consumer that ended because the endpoint is gone reconnects at once, paused.
             if !stop.is_cancelled() && !self.gone.load(Ordering::Acquire) {
                 let delay = Duration::from_millis(500 * 2u64.pow(failures.min(6))).min(Duration::from_secs(30));
                 tokio::select! {
@@ -150,6 +162,49 @@ impl Dispatcher {
                     () = tokio::time::sleep(delay) => {}
                 }
             }
+        }
+    }
+
+    /// Every 5 s until the session ends: the ready messages of each Subscription's queues
+    /// (passive declares on a channel of their own) and the age of the oldest held message.
+    /// A failed sample is logged and retried; it never disturbs delivery.
+    async fn sample(self: Arc<Self>, conn: Arc<Connection>, session: CancellationToken) {
+        let mut channel: Option<Channel> = None;
+        loop {
+            for route in &self.config.subscriptions {
+                let labels = SubscriptionLabels {
+                    namespace: self.config.namespace.clone(),
+                    webhook: self.config.webhook.clone(),
+                    subscription: route.name.clone(),
+                };
+                let age = self.held.oldest_age(&route.name, unix_now());
+                self.metrics.oldest_message_age.get_or_create(&labels).set(i64::try_from(age).unwrap_or(i64::MAX));
+                if !channel.as_ref().is_some_and(|c| c.status().connected()) {
+                    channel = conn.create_channel().await.ok();
+                }
+                let Some(ch) = &channel else { continue };
+                match depths(ch, route).await {
+                    Ok(depths) => {
+                        for (queue, n) in [("work", depths.work), ("retry", depths.retry), ("dlq", depths.dlq)] {
+                            let queue_labels = QueueLabels {
+                                namespace: labels.namespace.clone(),
+                                webhook: labels.webhook.clone(),
+                                subscription: labels.subscription.clone(),
+                                queue,
+                            };
+                            self.metrics.queue_messages.get_or_create(&queue_labels).set(i64::from(n));
+                        }
+                    }
+                    Err(e) => debug!(error = %e, subscription = %route.name, "Cannot sample the queues."),
+                }
+            }
+            tokio::select! {
+                () = session.cancelled() => break,
+                () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+        }
+        if let Some(ch) = channel {
+            let _ = ch.close(200, "sampler stopping".into()).await;
         }
     }
 
@@ -217,6 +272,8 @@ impl Dispatcher {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let mut attempt = header_u32(&headers, ATTEMPT_HEADER).unwrap_or(0).saturating_add(1);
         let id = message_id(&delivery);
+        let published = delivery.properties.timestamp().unwrap_or_else(unix_now);
+        let _held = self.held.hold(&route.name, published);
         let (result, verdict) = loop {
             let (result, verdict) = self.attempt(route, &delivery, &id, attempt).await;
             match verdict {
@@ -541,6 +598,28 @@ async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicP
         Confirmation::Ack(Some(_)) => Err(format!("queue {queue} does not exist (the message was returned)")),
         Confirmation::Nack(_) => Err(format!("queue {queue} refused the message (is it full?)")),
         Confirmation::NotRequested => Err("publisher confirms are off".to_owned()),
+    }
+}
+
+/// The ready messages of `route`'s work, retry and dead-letter queues.
+async fn depths(channel: &Channel, route: &SubscriptionRoute) -> Result<QueueDepths, lapin::Error> {
+    let count = |queue: &str| {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let declare = channel.queue_declare(queue.into(), passive, FieldTable::default());
+        async move { declare.await.map(|q| q.message_count()) }
+    };
+    let mut depths = QueueDepths { work: count(&route.queue).await?, ..QueueDepths::default() };
+    for queue in &route.retry_queues {
+        depths.retry = depths.retry.saturating_add(count(queue).await?);
+    }
+    depths.dlq = count(&route.dead_letter_queue).await?;
+    Ok(depths)
+}
+
+/// Resolves once `conn` is no longer connected.
+async fn closed(conn: &Connection) {
+    while conn.status().connected() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -121,22 +121,7 @@ async fn a_topic_becomes_a_durable_exchange_that_keeps_unroutable_events() {
     let _ = conn.close(200, "done".into()).await;
 
     // The controller's metrics pass promtool and count what the API shows.
-    let metrics = ctl.metrics().await;
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (installed by make testbed-up)");
-    std::io::Write::write_all(promtool.stdin.as_mut().expect("stdin"), metrics.as_bytes()).expect("write");
-    let lint = promtool.wait_with_output().expect("promtool");
-    assert!(
-        lint.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    crate::harness::promtool_check(&ctl.metrics().await);
     assert_eq!(ctl.metric(r#"sluice_broker_up{broker="default"}"#).await, Some(1.0));
     let all = kube::Api::<EventTopic>::all(client.clone()).list(&kube::api::ListParams::default()).await.expect("list");
     let ready = all.items.iter().filter(|t| {

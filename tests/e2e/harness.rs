@@ -246,6 +246,8 @@ pub struct Controller {
     pub admin: SocketAddr,
     pub log: PathBuf,
     http: reqwest::Client,
+    /// The file_sd file that has the test bed's Prometheus scrape this process.
+    target: Option<PathBuf>,
 }
 
 /// `sluice dispatcher`, the same kind of process as the controller.
@@ -255,14 +257,21 @@ impl Controller {
     /// `sluice controller` with the chart's ServiceAccount token.
     pub fn start(opts: &ControllerOpts) -> Self {
         let env = env();
-        Self::spawn(&opts.lease, |cmd, admin| {
+        let mut controller = Self::spawn(&opts.lease, |cmd, admin| {
             cmd.args(["controller", "--admin-addr", &admin.to_string(), "--lease-name", &opts.lease])
                 .args(["--resync", opts.resync, "--lease-duration", &opts.lease_duration.to_string()])
                 .args(["--identity", &format!("e2e-{}", admin.port())])
                 .args(["--egress-allow", opts.egress_allow, "--dispatcher-log-format", "plain"])
                 .env("KUBECONFIG", env.testbed.join("sluice-sa.kubeconfig"))
                 .env("SLUICE_NAMESPACE", "sluice-system");
-        })
+        });
+        let dir = env.testbed.join("controllers");
+        let target = dir.join(format!("e2e-{}.json", controller.admin.port()));
+        let sd = json!([{"targets": [controller.admin.to_string()], "labels": {"instance": format!("e2e-{}", controller.admin.port())}}]);
+        if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&target, sd.to_string()).is_ok() {
+            controller.target = Some(target);
+        }
+        controller
     }
 
     /// `sluice dispatcher` with `config` (written to a file) and the signing `secret`.
@@ -319,7 +328,7 @@ impl Controller {
             .stdin(Stdio::null())
             .spawn()
             .expect("start sluice");
-        Self { child, admin, log, http: reqwest::Client::new() }
+        Self { child, admin, log, http: reqwest::Client::new(), target: None }
     }
 
     /// Waits until `/readyz` answers 200.
@@ -410,7 +419,46 @@ impl Drop for Controller {
         if let Ok(None) = self.child.try_wait() {
             self.terminate();
         }
+        if let Some(target) = &self.target {
+            let _ = std::fs::remove_file(target);
+        }
     }
+}
+
+// === Prometheus ===
+
+/// Fails unless `metrics` (text exposition) passes `promtool check metrics`.
+pub fn promtool_check(metrics: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (installed by make testbed-up)");
+    std::io::Write::write_all(promtool.stdin.as_mut().expect("stdin"), metrics.as_bytes()).expect("write");
+    let lint = promtool.wait_with_output().expect("promtool");
+    assert!(
+        lint.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+}
+
+/// The test bed's Prometheus (`hack/testbed/prometheus.sh`), scraping every second.
+pub const PROMETHEUS: &str = "http://127.0.0.1:9090";
+
+/// The value of an instant PromQL query that yields one sample, `None` when it yields none.
+#[allow(dead_code, reason = "not every test binary that shares this harness queries Prometheus")]
+pub async fn prometheus(query: &str) -> Option<f64> {
+    let url = url::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), [("query", query)]).expect("url");
+    let resp = reqwest::Client::new().get(url).send().await.expect("query Prometheus (is the test bed up?)");
+    let body: Value = resp.json().await.expect("Prometheus answer");
+    assert_eq!(body["status"], "success", "the query {query} failed: {body}");
+    let result = body["data"]["result"].as_array()?;
+    assert!(result.len() <= 1, "{query} yields {} series; sum it", result.len());
+    result.first()?["value"][1].as_str()?.parse().ok()
 }
 
 // === RabbitMQ ===
@@ -627,13 +675,15 @@ impl Amqp {
         Self { conn, channel }
     }
 
-    /// Publishes persistent JSON events `{prefix}-{0..n}` (the id is also `message_id`) and
-    /// waits until the broker confirmed every one as routed.
+    /// Publishes persistent JSON events `{prefix}-{0..n}` as the publishing contract says (the
+    /// id as `message_id`, a `timestamp`) and waits until the broker confirmed every one as routed.
     pub async fn publish(&self, exchange: &str, routing_key: &str, prefix: &str, n: usize) {
         let mut confirms = Vec::with_capacity(n);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for i in 0..n {
             let id = format!("{prefix}-{i}");
             let props = lapin::BasicProperties::default()
+                .with_timestamp(now)
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(id.as_str().into());

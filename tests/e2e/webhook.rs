@@ -20,7 +20,7 @@ use sluice::{
 };
 
 use crate::{
-    harness::{Amqp, Controller, ControllerOpts, TestNamespace, admin, condition, eventually, serial},
+    harness::{Amqp, Controller, ControllerOpts, TestNamespace, admin, condition, eventually, prometheus, serial},
     receiver::{self, Behaviour},
 };
 
@@ -161,6 +161,101 @@ async fn a_webhook_runs_its_dispatcher_delivers_signed_and_reports_status() {
     }
     assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
     drop(seen);
+    amqp.close().await;
+    ns.teardown().await;
+}
+
+/// Waits until the test bed's Prometheus, scraping the dispatcher pods, shows `want` for each
+/// query; fails with every query's last value when it does not within a minute.
+async fn scraped(queries: &[(String, f64)]) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for (query, _) in queries {
+            seen.push(prometheus(query).await);
+        }
+        if queries.iter().zip(&seen).all(|((_, want), got)| *got == Some(*want)) {
+            return;
+        }
+        let report: Vec<_> =
+            queries.iter().zip(&seen).map(|((q, want), got)| format!("{q} = {got:?} (want {want})")).collect();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Prometheus never showed the counts:\n{}",
+            report.join("\n")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn ten_thousand_events_with_transient_failures_arrive_once_and_prometheus_counts_match_the_receiver() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-10k").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-10k"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    // One event in ten gets a 500 on its first two attempts and is delivered on the third.
+    let behaviour: Behaviour = Arc::new(|id, attempt| {
+        let n: u32 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if n.is_multiple_of(10) && attempt <= 2 { 500 } else { 204 }
+    });
+    let receiver = delivering(&ns, behaviour).await;
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 10_000).await;
+    let duplicates = all_delivered(&receiver, &amqp, &ns, "evt", 10_000).await;
+    assert_eq!(duplicates, 0, "no dispatcher restarted, so nothing is delivered twice");
+    let (attempts, failed) = {
+        let seen = receiver.seen.lock().expect("lock");
+        for (id, n) in &seen.attempts {
+            let flaky = id.rsplit('-').next().is_some_and(|n| n.ends_with('0'));
+            assert_eq!(
+                *n,
+                if flaky { 3 } else { 1 },
+                "{id}: delivered on its third attempt when flaky, else its first"
+            );
+        }
+        let attempts: u32 = seen.attempts.values().sum();
+        (attempts, attempts - u32::try_from(seen.delivered.len()).expect("count"))
+    };
+    assert_eq!((attempts, failed), (12_000, 2_000));
+
+    // What Prometheus scraped from the dispatcher pod equals what the receiver counted.
+    let sum = |metric: &str, labels: &str| {
+        format!(r#"sum({metric}{{namespace="{}",webhook="hook",subscription="billing"{labels}}})"#, ns.name)
+    };
+    scraped(&[
+        (sum("sluice_delivery_attempts_total", ""), f64::from(attempts)),
+        (sum("sluice_delivery_attempts_total", r#",outcome="delivered",status_class="2xx""#), 10_000.0),
+        (sum("sluice_delivery_attempts_total", r#",outcome="retried",status_class="5xx""#), f64::from(failed)),
+        (sum("sluice_retries_total", r#",step="1""#), 1_000.0),
+        (sum("sluice_retries_total", r#",step="2""#), 1_000.0),
+        (sum("sluice_retries_total", ""), 2_000.0),
+        (sum("sluice_delivery_latency_seconds_count", ""), 10_000.0),
+        (sum("sluice_delivery_duration_seconds_count", ""), f64::from(attempts)),
+        (sum("sluice_dead_lettered_total", "") + " or vector(0)", 0.0),
+        (sum("sluice_queue_messages", r#",queue="work""#), 0.0),
+        (sum("sluice_queue_messages", r#",queue="retry""#), 0.0),
+        (sum("sluice_queue_messages", r#",queue="dlq""#), 0.0),
+        (sum("sluice_oldest_message_age_seconds", ""), 0.0),
+        (format!(r#"sum(sluice_inflight{{namespace="{}",webhook="hook"}})"#, ns.name), 0.0),
+    ])
+    .await;
+    // Every series the dispatcher pod exposes passes promtool.
+    let targets = std::fs::read_to_string(crate::harness::env().testbed.join("pods/targets.json")).expect("targets");
+    let targets: Value = serde_json::from_str(&targets).expect("targets json");
+    let target = targets.as_array().into_iter().flatten().find(|t| t["labels"]["namespace"] == json!(ns.name));
+    let target = target.and_then(|t| t["targets"][0].as_str()).expect("the dispatcher pod's scrape target");
+    let metrics = reqwest::get(format!("http://{target}/metrics")).await.expect("scrape").text().await.expect("body");
+    crate::harness::promtool_check(&metrics);
+    // The Webhook's status agrees.
+    eventually("the Webhook status to count every attempt", WAIT, || async {
+        let status = webhook_status(&ns, "hook").await;
+        let counts = (status["delivered"].clone(), status["failed"].clone(), status["deadLettered"].clone());
+        (counts == (json!(10_000), json!(2_000), json!(0))).then_some(())
+    })
+    .await;
     amqp.close().await;
     ns.teardown().await;
 }
@@ -451,6 +546,23 @@ async fn a_failing_endpoint_opens_its_circuit_while_a_healthy_webhook_delivers_e
     })
     .await;
     assert_eq!(amqp.count(&format!("sluice.{}.audit.dlq", ns.name)).await, 0);
+    // The failing dispatcher's metrics, as Prometheus scraped them, show what waits and why.
+    let work = amqp.count(&format!("sluice.{}.audit", ns.name)).await;
+    let retry = amqp.count(&format!("sluice.{}.audit.retry.1", ns.name)).await;
+    let audit = format!(r#"namespace="{}",webhook="failing",subscription="audit""#, ns.name);
+    scraped(&[
+        (format!(r#"sum(sluice_queue_messages{{{audit},queue="work"}})"#), f64::from(work)),
+        (format!(r#"sum(sluice_queue_messages{{{audit},queue="retry"}})"#), f64::from(retry)),
+        (format!(r#"sum(sluice_circuit_open{{namespace="{}",webhook="failing"}})"#, ns.name), 1.0),
+        (format!(r#"sum(sluice_circuit_open{{namespace="{}",webhook="healthy"}}) or vector(0)"#, ns.name), 0.0),
+    ])
+    .await;
+    // The messages held by the waiting deliveries grow old.
+    eventually("the oldest held message to be 5 s old", WAIT, || async {
+        let age = prometheus(&format!("sum(sluice_oldest_message_age_seconds{{{audit}}})")).await?;
+        (age >= 5.0).then_some(())
+    })
+    .await;
     let status = webhook_status(&ns, "failing").await;
     assert_eq!(status["circuit"], json!("Open"));
     let (ok, events) = crate::harness::kubectl(&[
