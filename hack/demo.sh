@@ -66,17 +66,17 @@ for q in rows:
 publish() { # exchange, routing key, message id
   curl -s -u guest:guest -H 'content-type: application/json' -X POST \
     "http://127.0.0.1:15672/api/exchanges/%2f/$1/publish" \
-    -d '{"routing_key":"'"$2"'","payload":"{\"id\":\"'"$3"'\"}","payload_encoding":"string","properties":{"delivery_mode":2,"content_type":"application/json","message_id":"'"$3"'","headers":{"event-version":"v2"}}}' >/dev/null
+    -d '{"routing_key":"'"$2"'","payload":"{\"id\":\"'"$3"'\"}","payload_encoding":"string","properties":{"delivery_mode":2,"content_type":"application/json","message_id":"'"$3"'","timestamp":'"$(date +%s)"',"headers":{"event-version":"v2"}}}' >/dev/null
 }
 queue_messages() {
   curl -s -u guest:guest "http://127.0.0.1:15672/api/queues/%2f/$1?columns=messages" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin).get("messages") or 0)'
 }
 
-say "A local receiver on 127.0.0.1:9090 that verifies signatures with the generated secret"
+say "A local receiver on 127.0.0.1:8090 that verifies signatures with the generated secret"
 secret=$(k get secret -n shop sluice-signing-billing -o jsonpath='{.data.secret}' | base64 -d)
 [ -f "$tb/receiver.pid" ] && kill "$(cat "$tb/receiver.pid")" 2>/dev/null || true
-setsid nohup python3 "$here/demo-receiver.py" 9090 "$secret" > "$tb/receiver.log" 2>&1 < /dev/null &
+setsid nohup python3 "$here/demo-receiver.py" 8090 "$secret" > "$tb/receiver.log" 2>&1 < /dev/null &
 echo $! > "$tb/receiver.pid"
 sleep 1
 echo "  secret from Secret shop/sluice-signing-billing (status.signingSecret of Webhook billing)"
@@ -109,13 +109,28 @@ curl -sf -u guest:guest 'http://127.0.0.1:15672/api/exchanges/%2f/sluice.shop.pa
 k get events -n shop --field-selector reason=DriftRepaired -o custom-columns=REASON:.reason,MESSAGE:.message --no-headers
 curl -s http://127.0.0.1:8080/metrics | grep -E '^sluice_(drift_repairs_total|broker_up|resources)' || true
 
+say "What Prometheus (http://127.0.0.1:9090, scraping the controller and the dispatcher pods every second) counted"
+promql() { # query, label to print
+  curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode "query=$1" | python3 -c '
+import json, sys
+label = sys.argv[1]
+for r in json.load(sys.stdin)["data"]["result"]:
+    print("  %-28s %s" % (r["metric"].get(label, ""), r["value"][1]))' "$2"
+}
+sleep 2
+echo "sum by (outcome) (sluice_delivery_attempts_total{namespace=\"shop\"}):"
+promql 'sum by (outcome) (sluice_delivery_attempts_total{namespace="shop"})' outcome
+echo "sum by (queue) (sluice_queue_messages{namespace=\"shop\",webhook=\"billing\"}), the dispatcher's samples:"
+promql 'sum by (queue) (sluice_queue_messages{namespace="shop",webhook="billing"})' queue
+
 cat <<MSG
 
 Sluice is running against the local test bed:
   kubectl:    export KUBECONFIG=$tb/kubeconfig; $bin/kubectl get sluice -A
   RabbitMQ:   http://127.0.0.1:15672 (guest/guest)
-  metrics:    http://127.0.0.1:8080/metrics (controller); dispatchers: .testbed/pods/targets.json
-              (Prometheus file_sd; e.g. curl http://\$(jq -r '.[0].targets[0]' .testbed/pods/targets.json)/metrics)
+  Prometheus: http://127.0.0.1:9090 (e.g. sluice_delivery_attempts_total, sluice_queue_messages)
+  metrics:    http://127.0.0.1:8080/metrics (controller); dispatcher pods' admin ports in
+              .testbed/pods/targets.json (the file Prometheus discovers them from)
   controller: .testbed/controller.log (pid $(cat "$tb/controller.pid"))
   dispatcher: .testbed/pods/shop_sluice-dispatcher-billing-*/container.log
   receiver:   .testbed/receiver.log

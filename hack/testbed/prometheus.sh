@@ -19,6 +19,8 @@ up() {
   if healthy; then log "already up"; return; fi
   mkdir -p "$dir/data" "$tb/pods" "$tb/controllers"
   [ -f "$tb/pods/targets.json" ] || echo '[]' > "$tb/pods/targets.json"
+  # The controller `make run` and `make demo` start; the e2e harness adds its own.
+  echo '[{"targets": ["127.0.0.1:8080"], "labels": {"instance": "local"}}]' > "$tb/controllers/local.json"
   # honor_labels: the dispatchers' own namespace label is the pod's namespace anyway.
   cat > "$dir/prometheus.yml" <<CONF
 global:
