@@ -315,6 +315,9 @@ async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(receiver.seen.lock().expect("lock").attempts.values().sum::<u32>(), attempts, "nothing consumed");
     assert_eq!(receiver.seen.lock().expect("lock").delivered.len(), 0);
+    // The paused dispatcher still shows the backlog.
+    let backlog = format!(r#"sum(sluice_queue_messages{{namespace="{}",webhook="hook",queue="work"}})"#, ns.name);
+    scraped(&[(backlog, 200.0)]).await;
 
     // Any change to the spec re-enables; the endpoint is back.
     answer.store(204, std::sync::atomic::Ordering::SeqCst);
@@ -329,6 +332,91 @@ async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
     assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
     drop(seen);
     assert_eq!(amqp.count(&work).await, 0);
+    amqp.close().await;
+    ns.teardown().await;
+}
+
+#[tokio::test]
+async fn failing_for_auto_disable_after_disables_and_suspend_holds_the_backlog() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-autodisable").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-autodisable"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    let answer = Arc::new(std::sync::atomic::AtomicU16::new(503));
+    let behaviour: Behaviour = {
+        let answer = answer.clone();
+        Arc::new(move |_, _| answer.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let receiver = receiver::start(&[], behaviour).await;
+    orders_topic(&ns).await;
+    create::<Subscription>(&ns, json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": "billing"},
+        "spec": {"topicRef": {"name": "orders"}, "filter": {"routingKeys": ["order.*"]}, "webhookRef": {"name": "hook"},
+                 "retry": {"schedule": ["1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]}, "deletionPolicy": "Delete"}
+    }))
+    .await;
+    // The smallest autoDisableAfter admission allows; the default circuit breaker.
+    create::<Webhook>(
+        &ns,
+        json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Webhook", "metadata": {"name": "hook"},
+            "spec": {"url": receiver.url(), "maxInFlight": 4, "autoDisableAfter": "1m"}
+        }),
+    )
+    .await;
+    ns.wait_ready("subscription/billing");
+    ns.wait_ready("webhook/hook");
+    receiver.learn(&generated_secret(&ns, "hook").await);
+
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 20).await;
+    let started = std::time::Instant::now();
+    let hook = ns.wait_condition::<Webhook>("hook", "Disabled", "True", "FailingTooLong").await;
+    let failing_for = started.elapsed();
+    assert!(hook.contains("autoDisableAfter 60s"), "{hook}");
+    assert!(failing_for >= Duration::from_secs(55), "disabled after {failing_for:?} of failures, not 1m");
+    ns.wait_condition::<Webhook>("hook", "Ready", "False", "Disabled").await;
+    let (ok, events) = crate::harness::kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "reason=Disabled",
+        "-o",
+        "name",
+    ]);
+    assert!(ok && !events.trim().is_empty(), "a Disabled Event");
+    // Nothing dropped: every message is back in the work queue (retry steps of 1 s return
+    // them), none dead-lettered, none delivered.
+    let work = format!("sluice.{}.billing", ns.name);
+    eventually("all 20 messages back in the work queue", WAIT, || async {
+        (amqp.count(&work).await == 20).then_some(())
+    })
+    .await;
+    assert_eq!(amqp.count(&format!("sluice.{}.billing.dlq", ns.name)).await, 0);
+    let attempts: u32 = receiver.seen.lock().expect("lock").attempts.values().sum();
+    println!("auto-disabled after {failing_for:?} of failures and {attempts} attempts");
+
+    // Suspending is a spec change: it re-enables, and holds delivery while the backlog shows.
+    answer.store(204, std::sync::atomic::Ordering::SeqCst);
+    let suspend = |on: bool| json!({"spec": {"suspend": on}});
+    ns.api::<Webhook>().patch("hook", &PatchParams::default(), &Patch::Merge(&suspend(true))).await.expect("suspend");
+    ns.wait_condition::<Webhook>("hook", "Disabled", "False", "Enabled").await;
+    ns.wait_condition::<Webhook>("hook", "Ready", "True", "Suspended").await;
+    let backlog = format!(r#"sum(sluice_queue_messages{{namespace="{}",webhook="hook",queue="work"}})"#, ns.name);
+    scraped(&[(backlog, 20.0)]).await;
+    assert_eq!(receiver.seen.lock().expect("lock").attempts.values().sum::<u32>(), attempts, "nothing consumed");
+    ns.api::<Webhook>().patch("hook", &PatchParams::default(), &Patch::Merge(&suspend(false))).await.expect("resume");
+    eventually("all 20 delivered once resumed", WAIT, || async {
+        (receiver.seen.lock().expect("lock").delivered.len() == 20).then_some(())
+    })
+    .await;
+    let seen = receiver.seen.lock().expect("lock");
+    assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
+    drop(seen);
     amqp.close().await;
     ns.teardown().await;
 }

@@ -94,7 +94,16 @@ async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
 
     report_events(webhook, ctx, &previous, &next, &result).await;
     status::apply_status(&api, &webhook.name_any(), Some(&previous), &next).await?;
-    result.map(|c| if c.ready_replicas < c.replicas { Action::requeue(Duration::from_secs(10)) } else { ctx.resync() })
+    result.map(|c| {
+        if c.ready_replicas < c.replicas {
+            Action::requeue(Duration::from_secs(10))
+        } else if let Some(due) = c.auto_disable_in.filter(|due| *due < ctx.settings.resync) {
+            // Failing everywhere: look again when spec.autoDisableAfter is reached.
+            Action::requeue(due + Duration::from_secs(1))
+        } else {
+            ctx.resync()
+        }
+    })
 }
 
 /// What a successful apply produced.
@@ -106,6 +115,8 @@ struct Converged {
     subscriptions: usize,
     /// Set when the Webhook is (still, or newly) disabled: the reason and why.
     disabled: Option<(&'static str, String)>,
+    /// When every dispatcher fails: how long until `spec.autoDisableAfter` is reached.
+    auto_disable_in: Option<Duration>,
     rotated: bool,
 }
 
@@ -155,6 +166,16 @@ async fn converge(
     let enabled = render::config(webhook, routes.clone(), settings, false).map_err(Error::InvalidSpec)?;
     let enabled_checksum = checksum(enabled.render().as_bytes());
     let disabled = disabled(webhook, previous, &enabled_checksum);
+    let auto_disable_in = if disabled.is_none() {
+        summary::auto_disable_in(
+            &previous.dispatchers,
+            &enabled_checksum,
+            auto_disable_after(webhook),
+            Timestamp::now(),
+        )
+    } else {
+        None
+    };
     let config = if disabled.is_some() {
         render::config(webhook, routes, settings, true).map_err(Error::InvalidSpec)?
     } else {
@@ -177,6 +198,7 @@ async fn converge(
         signing_secret,
         subscriptions: config.subscriptions.len(),
         disabled,
+        auto_disable_in,
         rotated,
     })
 }
@@ -332,9 +354,12 @@ fn disabled(webhook: &Webhook, previous: &WebhookStatus, enabled: &str) -> Optio
             )
         }));
     }
-    let after = webhook.spec.auto_disable_after.duration().unwrap_or(Duration::from_secs(5 * 86_400));
-    summary::disable(&previous.dispatchers, enabled, after, Timestamp::now())
+    summary::disable(&previous.dispatchers, enabled, auto_disable_after(webhook), Timestamp::now())
         .map(|(reason, message)| (reason.as_str(), message))
+}
+
+fn auto_disable_after(webhook: &Webhook) -> Duration {
+    webhook.spec.auto_disable_after.duration().unwrap_or(Duration::from_secs(5 * 86_400))
 }
 
 /// Folds the reports of dispatcher pods that no longer exist into `status.retired`, in one

@@ -91,17 +91,11 @@ pub fn disable(
     after: Duration,
     now: Timestamp,
 ) -> Option<(DisableReason, String)> {
-    let current: Vec<&DispatcherReport> = reports.iter().filter(|r| r.config == config).collect();
-    if let Some(r) = current.iter().find(|r| r.gone) {
+    if let Some(r) = reports.iter().find(|r| r.config == config && r.gone) {
         return Some((DisableReason::Gone, format!("The endpoint answered 410 Gone (reported by pod {})", r.pod)));
     }
-    if current.is_empty() || current.iter().any(|r| r.failing_since.is_none()) {
-        return None;
-    }
-    let since = current.iter().filter_map(|r| r.failing_since.as_ref()).map(|t| t.0).min()?;
-    let succeeded_since = current.iter().filter_map(|r| r.last_success_time.as_ref()).any(|t| t.0 > since);
-    let failing = now.duration_since(since).unsigned_abs();
-    (!succeeded_since && failing >= after).then(|| {
+    let since = failing_since(reports, config)?;
+    (now.duration_since(since).unsigned_abs() >= after).then(|| {
         (
             DisableReason::FailingTooLong,
             format!(
@@ -110,6 +104,30 @@ pub fn disable(
             ),
         )
     })
+}
+
+/// How long until the pods running `config`, failing as they are now, reach `after` of
+/// continuous failure: when to look again. `None` while any of them is not failing.
+pub fn auto_disable_in(
+    reports: &[DispatcherReport],
+    config: &str,
+    after: Duration,
+    now: Timestamp,
+) -> Option<Duration> {
+    let failing = now.duration_since(failing_since(reports, config)?).unsigned_abs();
+    Some(after.saturating_sub(failing))
+}
+
+/// Since when every pod running `config` has failed without a success in between; `None`
+/// when there is no such pod or one of them is not failing.
+fn failing_since(reports: &[DispatcherReport], config: &str) -> Option<Timestamp> {
+    let current: Vec<&DispatcherReport> = reports.iter().filter(|r| r.config == config).collect();
+    if current.is_empty() || current.iter().any(|r| r.failing_since.is_none()) {
+        return None;
+    }
+    let since = current.iter().filter_map(|r| r.failing_since.as_ref()).map(|t| t.0).min()?;
+    let succeeded_since = current.iter().filter_map(|r| r.last_success_time.as_ref()).any(|t| t.0 > since);
+    (!succeeded_since).then_some(since)
 }
 
 #[cfg(test)]
@@ -181,8 +199,15 @@ mod tests {
         let both = [failing("a", 1000), failing("b", 1100)];
         assert_eq!(disable(&both, "c1", after, now(1299)), None);
         assert_eq!(disable(&both, "c1", after, now(1300)).map(|d| d.0), Some(DisableReason::FailingTooLong));
+        assert_eq!(
+            auto_disable_in(&both, "c1", after, now(1200)),
+            Some(Duration::from_secs(100)),
+            "when to look again"
+        );
+        assert_eq!(auto_disable_in(&both, "c1", after, now(1400)), Some(Duration::ZERO));
         let one_healthy = [failing("a", 1000), report("b", 5)];
         assert_eq!(disable(&one_healthy, "c1", after, now(5000)), None, "a pod that is not failing");
+        assert_eq!(auto_disable_in(&one_healthy, "c1", after, now(5000)), None);
         assert_eq!(disable(&[], "c1", after, now(5000)), None);
     }
 }
