@@ -63,12 +63,21 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
     // its Deployment (ready replicas) and the Subscriptions that target it.
     let (changes, hook_store) = reconcile_worthy(Api::<Webhook>::all(client.clone()), reports_digest);
     let dispatchers = watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", dispatcher::APP_NAME));
+    // Either change makes the Webhook's next reconcile a full one (see webhook::Fresh).
+    let (by_deployment, by_subscription) = (ctx.clone(), ctx.clone());
     let hooks = Controller::for_stream(changes, hook_store.clone())
         .with_config(config)
-        .owns(Api::<Deployment>::all(client.clone()), dispatchers)
-        .watches(Api::<Subscription>::all(client), watcher::Config::default(), |sub| {
+        .watches(Api::<Deployment>::all(client.clone()), dispatchers, move |deployment| {
+            let namespace = deployment.namespace()?;
+            let owner =
+                deployment.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == "Webhook")?;
+            by_deployment.webhooks.invalidate(webhook::fresh_key(&namespace, &owner.name));
+            Some(ObjectRef::<Webhook>::new(&owner.name).within(&namespace))
+        })
+        .watches(Api::<Subscription>::all(client), watcher::Config::default(), move |sub| {
             let namespace = sub.namespace()?;
             let target = sub.spec.webhook_ref.as_ref()?;
+            by_subscription.webhooks.invalidate(webhook::fresh_key(&namespace, &target.name));
             Some(ObjectRef::<Webhook>::new(&target.name).within(&namespace))
         })
         .graceful_shutdown_on(stop.clone().cancelled_owned());

@@ -54,6 +54,8 @@ pub struct Context {
     pub metrics: Arc<ControllerMetrics>,
     pub brokers: Arc<Brokers>,
     pub settings: Settings,
+    /// The last full reconcile of each Webhook, reused while only its pods' reports change.
+    pub webhooks: webhook::Fresh<webhook::Converged>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -72,6 +74,7 @@ impl Context {
             metrics,
             brokers,
             settings,
+            webhooks: webhook::Fresh::default(),
             failures: Mutex::default(),
         })
     }

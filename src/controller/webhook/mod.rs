@@ -5,9 +5,12 @@
 //! Events (circuit opened/closed, disabled/enabled). Owned objects go with the Webhook
 //! through garbage collection, so no finalizer is needed.
 
+mod fresh;
 mod summary;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+pub use fresh::{Fresh, key as fresh_key};
+
+use std::{borrow::Cow, collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::{
@@ -23,7 +26,7 @@ use kube::{
 };
 use serde::Serialize;
 use serde_json::json;
-use tracing::{info, instrument};
+use tracing::{debug, info, instrument};
 
 use super::{
     Context, Error, MANAGER,
@@ -57,17 +60,32 @@ pub async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Actio
 }
 
 async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
+    let namespace = webhook.namespace().ok_or(Error::NotNamespaced)?;
+    let key = fresh_key(&namespace, &webhook.name_any());
     if webhook.meta().deletion_timestamp.is_some() {
+        ctx.webhooks.forget(&key);
         return Ok(Action::await_change());
     }
-    let namespace = webhook.namespace().ok_or(Error::NotNamespaced)?;
     let api = Api::<Webhook>::namespaced(ctx.client.clone(), &namespace);
-    status::mark_reconciling(&api, webhook).await?;
-    let patched = retire_gone_pods(&api, webhook, ctx, &namespace).await?;
-    let webhook = patched.as_ref().unwrap_or(webhook);
-
+    // Woken only by the pods' reports: summarize them against what was applied last time.
+    let reused = ctx.webhooks.get(&key, webhook, ctx.settings.resync / 2);
+    let reused = reused.and_then(|last| last.with_reports(webhook, &status::current(webhook)));
+    let (webhook, result) = if let Some(last) = reused {
+        debug!("Only the dispatchers' reports changed; summarizing them.");
+        (Cow::Borrowed(webhook), Ok(last))
+    } else {
+        status::mark_reconciling(&api, webhook).await?;
+        let webhook =
+            retire_gone_pods(&api, webhook, ctx, &namespace).await?.map_or(Cow::Borrowed(webhook), Cow::Owned);
+        let result = Box::pin(converge(&webhook, ctx, &namespace, &status::current(webhook.as_ref()))).await;
+        match &result {
+            Ok(c) => ctx.webhooks.put(key, &webhook, Converged { rotated: false, ..c.clone() }),
+            Err(_) => ctx.webhooks.forget(&key),
+        }
+        (webhook, result)
+    };
+    let webhook = webhook.as_ref();
     let previous = status::current(webhook);
-    let result = converge(webhook, ctx, &namespace, &previous).await;
     let mut next = previous.clone();
     summary::summarize(&mut next);
     let outcome = match &result {
@@ -107,7 +125,8 @@ async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// What a successful apply produced.
-struct Converged {
+#[derive(Clone)]
+pub struct Converged {
     deployment: String,
     replicas: i32,
     ready_replicas: i32,
@@ -118,6 +137,26 @@ struct Converged {
     /// When every dispatcher fails: how long until `spec.autoDisableAfter` is reached.
     auto_disable_in: Option<Duration>,
     rotated: bool,
+    /// The checksum of the configuration with delivery enabled (the pods report theirs).
+    enabled_checksum: String,
+}
+
+impl Converged {
+    /// This result with the pods' current reports: `None` when they change whether the
+    /// Webhook is disabled, which changes the configuration and so needs a full reconcile.
+    fn with_reports(self, webhook: &Webhook, status: &WebhookStatus) -> Option<Self> {
+        let disabled = disabled(webhook, status, &self.enabled_checksum);
+        if disabled.is_some() != self.disabled.is_some() {
+            return None;
+        }
+        let auto_disable_in = if disabled.is_none() {
+            let after = auto_disable_after(webhook);
+            summary::auto_disable_in(&status.dispatchers, &self.enabled_checksum, after, Timestamp::now())
+        } else {
+            None
+        };
+        Some(Self { disabled, auto_disable_in, ..self })
+    }
 }
 
 impl Converged {
@@ -200,6 +239,7 @@ async fn converge(
         disabled,
         auto_disable_in,
         rotated,
+        enabled_checksum,
     })
 }
 
