@@ -95,6 +95,25 @@ pub struct TestNamespace {
     client: Client,
 }
 
+/// A namespaced API object the tests create and read back.
+pub trait Object:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Object for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+{
+}
+
 impl TestNamespace {
     pub async fn create(client: &Client, prefix: &str) -> Self {
         static CLEANED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -118,27 +137,13 @@ impl TestNamespace {
     }
 
     /// The object as JSON, if it exists.
-    pub async fn get_json<K>(&self, name: &str) -> Option<Value>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
+    pub async fn get_json<K: Object>(&self, name: &str) -> Option<Value> {
         let obj = self.api::<K>().get_opt(name).await.expect("get object")?;
         Some(serde_json::to_value(obj).expect("json"))
     }
 
     /// Waits for condition `type_` of `name` to have `status` and `reason`; returns its message.
-    pub async fn wait_condition<K>(&self, name: &str, type_: &str, status: &str, reason: &str) -> String
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
+    pub async fn wait_condition<K: Object>(&self, name: &str, type_: &str, status: &str, reason: &str) -> String {
         let what = format!("{name} {type_}={status} ({reason})");
         eventually(&what, Duration::from_secs(90), || async {
             let obj = self.get_json::<K>(name).await?;
@@ -149,14 +154,7 @@ impl TestNamespace {
     }
 
     /// Waits until `name` is gone.
-    pub async fn gone<K>(&self, name: &str)
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
+    pub async fn gone<K: Object>(&self, name: &str) {
         eventually(&format!("{name} to be deleted"), Duration::from_secs(90), || async {
             self.get_json::<K>(name).await.is_none().then_some(())
         })

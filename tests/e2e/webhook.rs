@@ -20,20 +20,15 @@ use sluice::{
 };
 
 use crate::{
-    harness::{Amqp, Controller, ControllerOpts, TestNamespace, admin, condition, eventually, prometheus, serial},
+    harness::{
+        Amqp, Controller, ControllerOpts, Object, TestNamespace, admin, condition, eventually, prometheus, serial,
+    },
     receiver::{self, Behaviour},
 };
 
 const WAIT: Duration = Duration::from_secs(120);
 
-async fn create<K>(ns: &TestNamespace, object: Value)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
+async fn create<K: Object>(ns: &TestNamespace, object: Value) {
     let object: K = serde_json::from_value(object).expect("object");
     ns.api::<K>().create(&PostParams::default(), &object).await.expect("create");
 }
