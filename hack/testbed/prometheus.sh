@@ -17,6 +17,10 @@ healthy() { curl -sf "http://$addr/-/ready" >/dev/null 2>&1; }
 up() {
   command -v prometheus >/dev/null 2>&1 || bash "$here/deps.sh"
   if healthy; then log "already up"; return; fi
+  # Started but not ready yet (replaying its WAL): wait for it rather than start another.
+  if [ -f "$dir/prometheus.pid" ] && kill -0 "$(cat "$dir/prometheus.pid")" 2>/dev/null; then
+    wait_ready; return
+  fi
   mkdir -p "$dir/data" "$tb/pods" "$tb/controllers"
   [ -f "$tb/pods/targets.json" ] || echo '[]' > "$tb/pods/targets.json"
   # The controller `make run` and `make demo` start; the e2e harness adds its own.
@@ -45,6 +49,10 @@ CONF
     --storage.tsdb.retention.time=1d --web.listen-address="$addr" \
     > "$dir/prometheus.log" 2>&1 < /dev/null &
   echo $! > "$dir/prometheus.pid"
+  wait_ready
+}
+
+wait_ready() {
   for _ in $(seq 1 60); do
     healthy && { log "up (http://$addr)"; return; }
     sleep 0.5
@@ -53,11 +61,13 @@ CONF
 }
 
 down() {
-  if [ -f "$dir/prometheus.pid" ]; then
-    kill "$(cat "$dir/prometheus.pid")" 2>/dev/null || true
-    rm -f "$dir/prometheus.pid"
-  fi
   pkill -f "prometheus --config.file=$dir/" 2>/dev/null || true
+  # Gone for good (its TSDB lock released) before a following `up`.
+  for _ in $(seq 1 100); do
+    pgrep -f "prometheus --config.file=$dir/" >/dev/null || break
+    sleep 0.1
+  done
+  rm -f "$dir/prometheus.pid"
   log "down"
 }
 

@@ -42,15 +42,23 @@ pub async fn move_messages(broker: &Broker, from: &str, to: &str, headers: Heade
 /// are statistics, seconds old). `None` when the queue does not exist.
 pub async fn ready_count(broker: &Broker, queue: &str) -> Result<Option<u32>, BrokerError> {
     let channel = broker.channel().await?;
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let count = match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
-        Ok(q) => Some(q.message_count()),
-        // A missing queue closes the channel with 404: an answer, not a failure.
-        Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404) => None,
-        Err(e) => return Err(BrokerError::Amqp { endpoint: broker.config.endpoint(), reason: e.to_string() }),
-    };
+    let count = count_on(&channel, queue)
+        .await
+        .map_err(|e| BrokerError::Amqp { endpoint: broker.config.endpoint(), reason: e.to_string() })?;
     let _ = channel.close(200, "counted".into()).await;
     Ok(count)
+}
+
+/// Messages ready in `queue` (a passive declare on `channel`); `None` when the queue does not
+/// exist, which also closes `channel`.
+pub async fn count_on(channel: &Channel, queue: &str) -> Result<Option<u32>, lapin::Error> {
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+        Ok(q) => Ok(Some(q.message_count())),
+        // A missing queue closes the channel with 404: an answer, not a failure.
+        Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 async fn move_on(channel: &Channel, from: &str, to: &str, headers: Headers) -> Result<u64, String> {

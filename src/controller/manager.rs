@@ -37,6 +37,8 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
         return;
     }
     let config = controller::Config::default().concurrency(ctx.settings.concurrency);
+    // Nothing was watched while this process did not lead.
+    ctx.webhooks.clear();
 
     let (changes, topic_store) = reconcile_worthy(Api::<EventTopic>::all(client.clone()), |_| None);
     let topics = Controller::for_stream(changes, topic_store.clone()).with_config(config.clone());
@@ -74,11 +76,16 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
             by_deployment.webhooks.invalidate(webhook::fresh_key(&namespace, &owner.name));
             Some(ObjectRef::<Webhook>::new(&owner.name).within(&namespace))
         })
-        .watches(Api::<Subscription>::all(client), watcher::Config::default(), move |sub| {
-            let namespace = sub.namespace()?;
-            let target = sub.spec.webhook_ref.as_ref()?;
-            by_subscription.webhooks.invalidate(webhook::fresh_key(&namespace, &target.name));
-            Some(ObjectRef::<Webhook>::new(&target.name).within(&namespace))
+        .watches(Api::<Subscription>::all(client), watcher::Config::default(), {
+            let targets = Targets::default();
+            move |sub| {
+                let namespace = sub.namespace().unwrap_or_default();
+                let hooks = targets.seen(&sub);
+                for hook in &hooks {
+                    by_subscription.webhooks.invalidate(webhook::fresh_key(&namespace, hook));
+                }
+                hooks.into_iter().map(move |hook| ObjectRef::<Webhook>::new(&hook).within(&namespace))
+            }
         })
         .graceful_shutdown_on(stop.clone().cancelled_owned());
 
@@ -101,6 +108,27 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
         drain(hooks.run(webhook::reconcile, error_policy, ctx)),
     );
     info!("Controllers stopped.");
+}
+
+/// The Webhook each Subscription targeted when last seen: a Subscription moved to another
+/// Webhook (or off one) concerns the one it left as well as the one it joined.
+#[derive(Default)]
+struct Targets(std::sync::Mutex<std::collections::HashMap<(String, String), String>>);
+
+impl Targets {
+    /// The Webhooks `sub` concerns now: the one it targets and the one it targeted before.
+    fn seen(&self, sub: &Subscription) -> Vec<String> {
+        let key = (sub.namespace().unwrap_or_default(), sub.name_any());
+        let now = sub.spec.webhook_ref.as_ref().map(|w| w.name.clone());
+        let mut targets = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = match (&now, sub.metadata.deletion_timestamp.is_some()) {
+            (Some(hook), false) => targets.insert(key, hook.clone()),
+            _ => targets.remove(&key),
+        };
+        let mut hooks: Vec<String> = now.into_iter().chain(before).collect();
+        hooks.dedup();
+        hooks
+    }
 }
 
 /// A watch of `api` reflected into a store, passing on only the changes a reconcile acts on:
@@ -282,5 +310,37 @@ async fn count_resources<K>(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(webhook: Option<&str>, deleting: bool) -> Subscription {
+        let mut sub: Subscription = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription",
+            "metadata": {"name": "billing", "namespace": "shop"},
+            "spec": {"topicRef": {"name": "orders"}, "webhookRef": webhook.map(|w| serde_json::json!({"name": w}))}
+        }))
+        .expect("subscription");
+        if deleting {
+            sub.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        }
+        sub
+    }
+
+    #[test]
+    fn a_retargeted_subscription_concerns_the_webhook_it_left_too() {
+        let targets = Targets::default();
+        assert_eq!(targets.seen(&subscription(Some("a"), false)), ["a"]);
+        assert_eq!(targets.seen(&subscription(Some("a"), false)), ["a"], "unchanged");
+        assert_eq!(targets.seen(&subscription(Some("b"), false)), ["b", "a"], "moved from a to b");
+        assert_eq!(targets.seen(&subscription(None, false)), ["b"], "taken off b");
+        assert!(targets.seen(&subscription(None, false)).is_empty());
+        assert_eq!(targets.seen(&subscription(Some("c"), false)), ["c"]);
+        assert_eq!(targets.seen(&subscription(Some("c"), true)), ["c"], "deleted");
+        assert_eq!(targets.seen(&subscription(Some("c"), false)), ["c"], "forgotten after deletion");
     }
 }

@@ -128,7 +128,7 @@ impl DispatcherMetrics {
         );
         r.register(
             "oldest_message_age_seconds",
-            "Seconds since the oldest message this dispatcher holds (delivering, waiting on the circuit, retrying in place) was published",
+            "Seconds since the oldest message this dispatcher holds (delivering, waiting on the circuit, retrying in place) was published (or received, without a timestamp)",
             metrics.oldest_message_age.clone(),
         );
         r.register(

@@ -111,6 +111,7 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, amqp_uri: String, stop: CancellationToken) {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
+            let was_paused = self.paused();
             let props = ConnectionProperties::default().with_connection_name(
                 format!("sluice-dispatcher/{}/{}", self.config.namespace, self.config.webhook).into(),
             );
@@ -154,8 +155,9 @@ impl Dispatcher {
                     warn!(error = %e, attempt = failures, "Cannot connect to the broker.");
                 }
             }
-            // A consumer that ended because the endpoint is gone reconnects at once, paused.
-            if !stop.is_cancelled() && !self.gone.load(Ordering::Acquire) {
+            // A consumer that ended because the endpoint just answered 410 Gone reconnects at
+            // once, paused; every other retry waits.
+            if !stop.is_cancelled() && (was_paused || !self.paused()) {
                 let delay = Duration::from_millis(500 * 2u64.pow(failures.min(6))).min(Duration::from_secs(30));
                 tokio::select! {
                     () = stop.cancelled() => {}
@@ -166,45 +168,48 @@ impl Dispatcher {
     }
 
     /// Every 5 s until the session ends: the ready messages of each Subscription's queues
-    /// (passive declares on a channel of their own) and the age of the oldest held message.
-    /// A failed sample is logged and retried; it never disturbs delivery.
+    /// (passive declares on a channel of their own; a missing queue counts 0) and the age of
+    /// the oldest held message. A failed sample is logged and retried; it never disturbs delivery.
     async fn sample(self: Arc<Self>, conn: Arc<Connection>, session: CancellationToken) {
         let mut channel: Option<Channel> = None;
         loop {
-            for route in &self.config.subscriptions {
-                let labels = SubscriptionLabels {
-                    namespace: self.config.namespace.clone(),
-                    webhook: self.config.webhook.clone(),
-                    subscription: route.name.clone(),
-                };
-                let age = self.held.oldest_age(&route.name, unix_now());
-                self.metrics.oldest_message_age.get_or_create(&labels).set(i64::try_from(age).unwrap_or(i64::MAX));
-                if !channel.as_ref().is_some_and(|c| c.status().connected()) {
-                    channel = conn.create_channel().await.ok();
-                }
-                let Some(ch) = &channel else { continue };
-                match depths(ch, route).await {
-                    Ok(depths) => {
-                        for (queue, n) in [("work", depths.work), ("retry", depths.retry), ("dlq", depths.dlq)] {
-                            let queue_labels = QueueLabels {
-                                namespace: labels.namespace.clone(),
-                                webhook: labels.webhook.clone(),
-                                subscription: labels.subscription.clone(),
-                                queue,
-                            };
-                            self.metrics.queue_messages.get_or_create(&queue_labels).set(i64::from(n));
-                        }
-                    }
-                    Err(e) => debug!(error = %e, subscription = %route.name, "Cannot sample the queues."),
-                }
+            tokio::select! {
+                () = session.cancelled() => break,
+                () = self.sample_once(&conn, &mut channel) => {}
             }
             tokio::select! {
                 () = session.cancelled() => break,
                 () = tokio::time::sleep(SAMPLE_EVERY) => {}
             }
         }
-        if let Some(ch) = channel {
-            let _ = ch.close(200, "sampler stopping".into()).await;
+        if let Some(channel) = channel {
+            let _ = channel.close(200, "sampler stopping".into()).await;
+        }
+    }
+
+    async fn sample_once(&self, conn: &Connection, channel: &mut Option<Channel>) {
+        for route in &self.config.subscriptions {
+            let labels = SubscriptionLabels {
+                namespace: self.config.namespace.clone(),
+                webhook: self.config.webhook.clone(),
+                subscription: route.name.clone(),
+            };
+            let age = self.held.oldest_age(&route.name, unix_now());
+            self.metrics.oldest_message_age.get_or_create(&labels).set(i64::try_from(age).unwrap_or(i64::MAX));
+            match depths(conn, channel, route).await {
+                Ok(depths) => {
+                    for (queue, n) in [("work", depths.work), ("retry", depths.retry), ("dlq", depths.dlq)] {
+                        let queue_labels = QueueLabels {
+                            namespace: labels.namespace.clone(),
+                            webhook: labels.webhook.clone(),
+                            subscription: labels.subscription.clone(),
+                            queue,
+                        };
+                        self.metrics.queue_messages.get_or_create(&queue_labels).set(i64::from(n));
+                    }
+                }
+                Err(e) => debug!(error = %e, subscription = %route.name, "Cannot sample the queues."),
+            }
         }
     }
 
@@ -601,12 +606,19 @@ async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicP
     }
 }
 
-/// The ready messages of `route`'s work, retry and dead-letter queues.
-async fn depths(channel: &Channel, route: &SubscriptionRoute) -> Result<QueueDepths, lapin::Error> {
-    let count = |queue: &str| {
-        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-        let declare = channel.queue_declare(queue.into(), passive, FieldTable::default());
-        async move { declare.await.map(|q| q.message_count()) }
+/// The ready messages of `route`'s work, retry and dead-letter queues, on `channel` (opened
+/// again when a missing queue closed it).
+async fn depths(
+    conn: &Connection,
+    channel: &mut Option<Channel>,
+    route: &SubscriptionRoute,
+) -> Result<QueueDepths, lapin::Error> {
+    let mut count = async |queue: &str| -> Result<u32, lapin::Error> {
+        if !channel.as_ref().is_some_and(|c| c.status().connected()) {
+            *channel = Some(conn.create_channel().await?);
+        }
+        let Some(open) = channel.as_ref() else { return Ok(0) };
+        Ok(crate::broker::mover::count_on(open, queue).await?.unwrap_or(0))
     };
     let mut depths = QueueDepths { work: count(&route.queue).await?, ..QueueDepths::default() };
     for queue in &route.retry_queues {

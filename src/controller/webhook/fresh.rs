@@ -2,10 +2,14 @@
 //! dispatcher pods' reports (every few seconds per pod while deliveries flow) summarizes them
 //! into status without listing Subscriptions, reading Secrets and re-applying six objects.
 //!
-//! A full reconcile still happens whenever anything it reads may have changed: the spec
-//! (generation), labels or annotations, the Webhook's Deployment or a Subscription targeting it
-//! (their watches mark it [`Fresh::invalidate`]), a change of the disable decision, an error,
-//! and at least every half resync (Secrets are read, not watched).
+//! A full reconcile happens instead when: the spec (generation), labels, annotations or uid
+//! changed; the Webhook's Deployment or a Subscription targeting it (before or after a change)
+//! changed (their watches [`Fresh::invalidate`] it); a report comes from a pod that was not
+//! running at the last full reconcile (a new pod, or one terminating, whose report must be
+//! folded once it is gone); the reports change whether the Webhook is disabled; the last full
+//! reconcile failed, or ran before this process last became leader; and at least every half
+//! resync. What is only read, not watched — Secrets, the broker, edits to the other owned
+//! objects — is therefore picked up within half a resync instead of at the next report.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,6 +35,7 @@ impl<T> Default for Fresh<T> {
 }
 
 struct Entry<T> {
+    uid: Option<String>,
     generation: Option<i64>,
     metadata: u64,
     at: Instant,
@@ -59,7 +64,8 @@ impl<T: Clone> Fresh<T> {
         }
         let applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = applied.get(key)?;
-        let fresh = entry.generation == webhook.metadata.generation
+        let fresh = entry.uid == webhook.metadata.uid
+            && entry.generation == webhook.metadata.generation
             && entry.metadata == metadata_digest(webhook)
             && entry.at.elapsed() < max_age;
         fresh.then(|| entry.value.clone())
@@ -68,6 +74,7 @@ impl<T: Clone> Fresh<T> {
     /// Records a full reconcile's result.
     pub fn put(&self, key: String, webhook: &Webhook, value: T) {
         let entry = Entry {
+            uid: webhook.metadata.uid.clone(),
             generation: webhook.metadata.generation,
             metadata: metadata_digest(webhook),
             at: Instant::now(),
@@ -78,6 +85,13 @@ impl<T: Clone> Fresh<T> {
 
     pub fn forget(&self, key: &str) {
         self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        self.stale.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+
+    /// Forgets everything: a process that (again) became leader saw no watch events meanwhile.
+    pub fn clear(&self) {
+        self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.stale.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     /// Something the Webhook's full reconcile reads changed: the next reconcile is a full one.
@@ -117,5 +131,10 @@ mod tests {
         assert_eq!(fresh.get("shop/hook", &hook, hour), None, "forgotten until the next full reconcile");
         fresh.put("shop/hook".into(), &hook, 8);
         assert_eq!(fresh.get("shop/hook", &hook, hour), Some(8));
+        let mut recreated = hook.clone();
+        recreated.metadata.uid = Some("another".into());
+        assert_eq!(fresh.get("shop/hook", &recreated, hour), None, "deleted and created again under the same name");
+        fresh.clear();
+        assert_eq!(fresh.get("shop/hook", &hook, hour), None, "leadership regained");
     }
 }

@@ -75,11 +75,11 @@ async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
         (Cow::Borrowed(webhook), Ok(last))
     } else {
         status::mark_reconciling(&api, webhook).await?;
-        let webhook =
-            retire_gone_pods(&api, webhook, ctx, &namespace).await?.map_or(Cow::Borrowed(webhook), Cow::Owned);
+        let (patched, pods) = retire_gone_pods(&api, webhook, ctx, &namespace).await?;
+        let webhook = patched.map_or(Cow::Borrowed(webhook), Cow::Owned);
         let result = Box::pin(converge(&webhook, ctx, &namespace, &status::current(webhook.as_ref()))).await;
         match &result {
-            Ok(c) => ctx.webhooks.put(key, &webhook, Converged { rotated: false, ..c.clone() }),
+            Ok(c) => ctx.webhooks.put(key, &webhook, Converged { rotated: false, pods, ..c.clone() }),
             Err(_) => ctx.webhooks.forget(&key),
         }
         (webhook, result)
@@ -139,23 +139,19 @@ pub struct Converged {
     rotated: bool,
     /// The checksum of the configuration with delivery enabled (the pods report theirs).
     enabled_checksum: String,
+    /// The dispatcher pods running (not terminating) when this was applied.
+    pods: Vec<String>,
 }
 
 impl Converged {
     /// This result with the pods' current reports: `None` when they change whether the
     /// Webhook is disabled, which changes the configuration and so needs a full reconcile.
     fn with_reports(self, webhook: &Webhook, status: &WebhookStatus) -> Option<Self> {
-        let disabled = disabled(webhook, status, &self.enabled_checksum);
-        if disabled.is_some() != self.disabled.is_some() {
+        if status.dispatchers.iter().any(|r| !self.pods.contains(&r.pod)) {
             return None;
         }
-        let auto_disable_in = if disabled.is_none() {
-            let after = auto_disable_after(webhook);
-            summary::auto_disable_in(&status.dispatchers, &self.enabled_checksum, after, Timestamp::now())
-        } else {
-            None
-        };
-        Some(Self { disabled, auto_disable_in, ..self })
+        let (disabled, auto_disable_in) = disabled(webhook, status, &self.enabled_checksum);
+        (disabled.is_some() == self.disabled.is_some()).then_some(Self { disabled, auto_disable_in, ..self })
     }
 }
 
@@ -204,17 +200,7 @@ async fn converge(
     let settings = &ctx.settings.dispatcher;
     let enabled = render::config(webhook, routes.clone(), settings, false).map_err(Error::InvalidSpec)?;
     let enabled_checksum = checksum(enabled.render().as_bytes());
-    let disabled = disabled(webhook, previous, &enabled_checksum);
-    let auto_disable_in = if disabled.is_none() {
-        summary::auto_disable_in(
-            &previous.dispatchers,
-            &enabled_checksum,
-            auto_disable_after(webhook),
-            Timestamp::now(),
-        )
-    } else {
-        None
-    };
+    let (disabled, auto_disable_in) = disabled(webhook, previous, &enabled_checksum);
     let config = if disabled.is_some() {
         render::config(webhook, routes, settings, true).map_err(Error::InvalidSpec)?
     } else {
@@ -240,6 +226,7 @@ async fn converge(
         auto_disable_in,
         rotated,
         enabled_checksum,
+        pods: Vec::new(),
     })
 }
 
@@ -378,12 +365,17 @@ fn rotate(existing: Option<&Secret>, broker_uri: String, signing: String) -> (Se
 }
 
 /// Whether the Webhook is disabled: it was, at this very generation (any spec change
-/// re-enables), or the pods running the enabled configuration now call for it.
-fn disabled(webhook: &Webhook, previous: &WebhookStatus, enabled: &str) -> Option<(&'static str, String)> {
+/// re-enables), or the pods running the enabled configuration now call for it. When it is not
+/// but every pod fails: how long until `spec.autoDisableAfter` is reached.
+fn disabled(
+    webhook: &Webhook,
+    previous: &WebhookStatus,
+    enabled: &str,
+) -> (Option<(&'static str, String)>, Option<Duration>) {
     let generation = webhook.metadata.generation;
     if previous.disabled_generation.is_some() && previous.disabled_generation == generation {
         let was = previous.conditions.iter().find(|c| c.type_ == DISABLED && c.status == "True");
-        return Some(was.map_or(("Disabled", "Delivery was disabled".to_owned()), |c| {
+        let disabled = was.map_or(("Disabled", "Delivery was disabled".to_owned()), |c| {
             (
                 if c.reason == DisableReason::Gone.as_str() {
                     DisableReason::Gone.as_str()
@@ -392,25 +384,30 @@ fn disabled(webhook: &Webhook, previous: &WebhookStatus, enabled: &str) -> Optio
                 },
                 c.message.clone(),
             )
-        }));
+        });
+        return (Some(disabled), None);
     }
-    summary::disable(&previous.dispatchers, enabled, auto_disable_after(webhook), Timestamp::now())
-        .map(|(reason, message)| (reason.as_str(), message))
-}
-
-fn auto_disable_after(webhook: &Webhook) -> Duration {
-    webhook.spec.auto_disable_after.duration().unwrap_or(Duration::from_secs(5 * 86_400))
+    // Admission refuses an unreadable duration; should one get through, it never disables.
+    let after = webhook.spec.auto_disable_after.duration().unwrap_or(Duration::MAX);
+    let now = Timestamp::now();
+    match summary::disable(&previous.dispatchers, enabled, after, now) {
+        Some((reason, message)) => (Some((reason.as_str(), message)), None),
+        None => (None, summary::auto_disable_in(&previous.dispatchers, enabled, after, now)),
+    }
 }
 
 /// Folds the reports of dispatcher pods that no longer exist into `status.retired`, in one
 /// JSON patch that first tests that those reports are unchanged.
+/// Also returns the dispatcher pods running (not terminating) when there are reports to check.
 async fn retire_gone_pods(
     api: &Api<Webhook>,
     webhook: &Webhook,
     ctx: &Context,
     namespace: &str,
-) -> Result<Option<Webhook>, Error> {
-    let Some(status) = webhook.status.as_ref().filter(|s| !s.dispatchers.is_empty()) else { return Ok(None) };
+) -> Result<(Option<Webhook>, Vec<String>), Error> {
+    let Some(status) = webhook.status.as_ref().filter(|s| !s.dispatchers.is_empty()) else {
+        return Ok((None, Vec::new()));
+    };
     let selector =
         render::selector(&webhook.name_any()).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
@@ -418,9 +415,11 @@ async fn retire_gone_pods(
         .await
         .map_err(Error::kube("list dispatcher pods"))?;
     let live: Vec<String> = pods.items.iter().map(ResourceExt::name_any).collect();
+    let running = pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(ResourceExt::name_any);
+    let running = running.collect();
     let (indexes, folded) = summary::gone_pods(&status.dispatchers, &live);
     if indexes.is_empty() {
-        return Ok(None);
+        return Ok((None, running));
     }
     let retired = status.retired.clone().unwrap_or_default();
     let total = DeliveryCounts {
@@ -440,7 +439,7 @@ async fn retire_gone_pods(
     match api.patch_status(&webhook.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await {
         Ok(patched) => {
             info!(pods = indexes.len(), "Folded the reports of dispatcher pods that are gone.");
-            Ok(Some(patched))
+            Ok((Some(patched), running))
         }
         Err(kube::Error::Api(s)) if s.code == 422 => Err(Error::StaleObject),
         Err(e) => Err(Error::kube("fold dispatcher reports")(e)),
