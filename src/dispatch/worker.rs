@@ -48,6 +48,9 @@ pub const LAST_STATUS_HEADER: &str = "x-sluice-last-status";
 pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
 /// At most this much of a response is read.
 const RESPONSE_CAP: usize = 64 * 1024;
+/// How long a channel or connection close may wait for the broker's answer: on a broken
+/// connection none comes, and stopping must not hang until the pod's grace period runs out.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How often the queues' depths are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
@@ -147,7 +150,7 @@ impl Dispatcher {
                     while consumers.join_next().await.is_some() {}
                     let _ = sampler.await;
                     self.set_connected(false);
-                    let _ = conn.close(200, "dispatcher stopping".into()).await;
+                    let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "dispatcher stopping".into())).await;
                 }
                 Err(e) => {
                     self.set_connected(false);
@@ -183,7 +186,7 @@ impl Dispatcher {
             }
         }
         if let Some(channel) = channel {
-            let _ = channel.close(200, "sampler stopping".into()).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, "sampler stopping".into())).await;
         }
     }
 
@@ -260,7 +263,7 @@ impl Dispatcher {
             }
         }
         while tasks.join_next().await.is_some() {}
-        let _ = channel.close(200, "consumer stopping".into()).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, "consumer stopping".into())).await;
         if self.gone.load(Ordering::Acquire) || session.is_cancelled() {
             return Ok(());
         }

@@ -670,6 +670,83 @@ async fn a_failing_endpoint_opens_its_circuit_while_a_healthy_webhook_delivers_e
     ns.teardown().await;
 }
 
+/// Whether the dispatcher configuration of Webhook `hook` routes Subscription `sub`.
+async fn routes(ns: &TestNamespace, hook: &str, sub: &str) -> bool {
+    let Ok(map) = ns.api::<ConfigMap>().get(&format!("sluice-dispatcher-{hook}")).await else { return false };
+    let config: Value = serde_json::from_str(&map.data.unwrap_or_default()["dispatch.json"]).unwrap_or_default();
+    config["subscriptions"].as_array().into_iter().flatten().any(|s| s["name"] == json!(sub))
+}
+
+#[tokio::test]
+async fn a_subscription_moved_to_another_webhook_while_delivering_leaves_the_first() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "webhook-move").await;
+    let ctl = Controller::start(&ControllerOpts::new("webhook-move"));
+    let _runner = Controller::pod_runner();
+    ctl.wait_leader().await;
+    let (alpha, beta) =
+        (receiver::start(&[], Arc::new(|_, _| 204)).await, receiver::start(&[], Arc::new(|_, _| 204)).await);
+    webhooks(&ns, &[("billing", "alpha", &alpha.url(), json!({})), ("audit", "beta", &beta.url(), json!({}))]).await;
+    alpha.learn(&generated_secret(&ns, "alpha").await);
+    beta.learn(&generated_secret(&ns, "beta").await);
+    let amqp = Amqp::connect().await;
+    let exchange = format!("sluice.{}.orders", ns.name);
+    // Deliveries flow, so both Webhooks are woken by their pods' reports from here on.
+    amqp.publish(&exchange, "order.created", "before", 500).await;
+    eventually("500 deliveries to each Webhook", WAIT, || async {
+        let counts =
+            (alpha.seen.lock().expect("lock").delivered.len(), beta.seen.lock().expect("lock").delivered.len());
+        (counts == (500, 500)).then_some(())
+    })
+    .await;
+
+    let moved = json!({"spec": {"webhookRef": {"name": "beta"}}});
+    ns.api::<Subscription>().patch("billing", &PatchParams::default(), &Patch::Merge(&moved)).await.expect("move");
+    // The Webhook it left drops it, not only the one it joined picks it up, well before a resync.
+    eventually("billing routed by beta and no longer by alpha", Duration::from_secs(60), || async {
+        (routes(&ns, "beta", "billing").await && !routes(&ns, "alpha", "billing").await).then_some(())
+    })
+    .await;
+    let (ok, out) = crate::harness::kubectl(&[
+        "rollout",
+        "status",
+        "deployment/sluice-dispatcher-alpha",
+        "-n",
+        &ns.name,
+        "--timeout=90s",
+    ]);
+    assert!(ok, "alpha's dispatcher rolled out: {out}");
+    eventually("alpha's old dispatcher gone", WAIT, || async {
+        let pods = ns.api::<k8s_openapi::api::core::v1::Pod>().list(&kube::api::ListParams::default()).await.ok()?;
+        let alpha_pods =
+            pods.items.iter().filter(|p| p.metadata.name.as_deref().is_some_and(|n| n.contains("-alpha-")));
+        (alpha_pods.count() == 1).then_some(())
+    })
+    .await;
+    amqp.publish(&exchange, "order.created", "after", 200).await;
+    let started = std::time::Instant::now();
+    loop {
+        let copies: Vec<u32> = {
+            let seen = beta.seen.lock().expect("lock");
+            (0..200).map(|i| seen.delivered.get(&format!("after-{i}")).copied().unwrap_or(0)).collect()
+        };
+        if copies.iter().all(|n| *n == 2) {
+            break;
+        }
+        let histogram = (0..=3).map(|n| copies.iter().filter(|c| **c == n).count()).collect::<Vec<_>>();
+        assert!(
+            started.elapsed() < WAIT,
+            "beta never got every event twice (billing and audit); events with 0/1/2/3 copies: {histogram:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let alpha_after = alpha.seen.lock().expect("lock").attempts.keys().filter(|id| id.starts_with("after-")).count();
+    assert_eq!(alpha_after, 0, "nothing reaches the Webhook the Subscription left");
+    amqp.close().await;
+    ns.teardown().await;
+}
+
 #[tokio::test]
 async fn the_rate_limit_holds_and_the_egress_guard_refuses_metadata_and_loopback() {
     let _serial = serial();
