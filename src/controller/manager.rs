@@ -341,6 +341,6 @@ mod tests {
         assert!(targets.seen(&subscription(None, false)).is_empty());
         assert_eq!(targets.seen(&subscription(Some("c"), false)), ["c"]);
         assert_eq!(targets.seen(&subscription(Some("c"), true)), ["c"], "deleted");
-        assert_eq!(targets.seen(&subscription(Some("c"), false)), ["c"], "forgotten after deletion");
+        assert_eq!(targets.seen(&subscription(Some("d"), false)), ["d"], "c forgotten after the deletion");
     }
 }

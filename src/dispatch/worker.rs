@@ -192,11 +192,7 @@ impl Dispatcher {
 
     async fn sample_once(&self, conn: &Connection, channel: &mut Option<Channel>) {
         for route in &self.config.subscriptions {
-            let labels = SubscriptionLabels {
-                namespace: self.config.namespace.clone(),
-                webhook: self.config.webhook.clone(),
-                subscription: route.name.clone(),
-            };
+            let labels = self.labels(route);
             let age = self.held.oldest_age(&route.name, unix_now());
             self.metrics.oldest_message_age.get_or_create(&labels).set(i64::try_from(age).unwrap_or(i64::MAX));
             match depths(conn, channel, route).await {
@@ -213,6 +209,15 @@ impl Dispatcher {
                 }
                 Err(e) => debug!(error = %e, subscription = %route.name, "Cannot sample the queues."),
             }
+        }
+    }
+
+    /// The metric labels of `route`'s series.
+    fn labels(&self, route: &SubscriptionRoute) -> SubscriptionLabels {
+        SubscriptionLabels {
+            namespace: self.config.namespace.clone(),
+            webhook: self.config.webhook.clone(),
+            subscription: route.name.clone(),
         }
     }
 
@@ -324,11 +329,7 @@ impl Dispatcher {
         let started = Instant::now();
         let result = self.post(id, &delivery.data).await;
         inflight.dec();
-        let labels = SubscriptionLabels {
-            namespace: self.config.namespace.clone(),
-            webhook: self.config.webhook.clone(),
-            subscription: route.name.clone(),
-        };
+        let labels = self.labels(route);
         self.metrics.attempt_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let success = matches!(result, Attempt::Status { code: 200..=299, .. });
         self.record_circuit(success, &webhook);
@@ -371,11 +372,7 @@ impl Dispatcher {
         result: &Attempt,
         verdict: Verdict,
     ) {
-        let labels = SubscriptionLabels {
-            namespace: self.config.namespace.clone(),
-            webhook: self.config.webhook.clone(),
-            subscription: route.name.clone(),
-        };
+        let labels = self.labels(route);
         let settled = match verdict {
             Verdict::Delivered => {
                 if let Some(published) = delivery.properties.timestamp() {
@@ -617,10 +614,10 @@ async fn depths(
     route: &SubscriptionRoute,
 ) -> Result<QueueDepths, lapin::Error> {
     let mut count = async |queue: &str| -> Result<u32, lapin::Error> {
-        if !channel.as_ref().is_some_and(|c| c.status().connected()) {
-            *channel = Some(conn.create_channel().await?);
-        }
-        let Some(open) = channel.as_ref() else { return Ok(0) };
+        let open = match channel.take() {
+            Some(open) if open.status().connected() => channel.insert(open),
+            _ => channel.insert(conn.create_channel().await?),
+        };
         Ok(crate::broker::mover::count_on(open, queue).await?.unwrap_or(0))
     };
     let mut depths = QueueDepths { work: count(&route.queue).await?, ..QueueDepths::default() };

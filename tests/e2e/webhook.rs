@@ -3,7 +3,13 @@
 //! pod's own ServiceAccount token), and a real receiver verifies every signature. The
 //! Webhook's status is what the dispatcher pods report, summarized by the controller.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::Duration,
+};
 
 use k8s_openapi::{
     ByteString,
@@ -27,6 +33,34 @@ use crate::{
 };
 
 const WAIT: Duration = Duration::from_secs(120);
+
+/// The pod runner and the controller a test keeps running until it ends (dropped in this order).
+#[allow(dead_code, reason = "held for their lifetime, never read")]
+struct Running(Controller, Controller);
+
+/// A fresh namespace `name-…`, a controller with the chart's permissions leading (lease
+/// `e2e-name`) and the pod runner that starts the dispatcher pods it writes.
+async fn bed(name: &str) -> (TestNamespace, Running) {
+    bed_with(name, &ControllerOpts::new(name)).await
+}
+
+async fn bed_with(name: &str, opts: &ControllerOpts) -> (TestNamespace, Running) {
+    let ns = TestNamespace::create(&admin().await, name).await;
+    let controller = Controller::start(opts);
+    let runner = Controller::pod_runner();
+    controller.wait_leader().await;
+    (ns, Running(runner, controller))
+}
+
+/// A receiver behaviour answering whatever status the returned cell holds.
+fn switchable(status: u16) -> (Arc<AtomicU16>, Behaviour) {
+    let answer = Arc::new(AtomicU16::new(status));
+    let behaviour: Behaviour = {
+        let answer = answer.clone();
+        Arc::new(move |_, _| answer.load(Ordering::SeqCst))
+    };
+    (answer, behaviour)
+}
 
 async fn create<K: Object>(ns: &TestNamespace, object: Value) {
     let object: K = serde_json::from_value(object).expect("object");
@@ -57,11 +91,7 @@ async fn webhook_status(ns: &TestNamespace, name: &str) -> Value {
 #[tokio::test]
 async fn a_webhook_runs_its_dispatcher_delivers_signed_and_reports_status() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook").await;
 
     let first = generate_secret();
     let behaviour: Behaviour = Arc::new(|id, _| if id.starts_with("bad-") { 400 } else { 204 });
@@ -141,8 +171,7 @@ async fn a_webhook_runs_its_dispatcher_delivers_signed_and_reports_status() {
         (seen.verified_by.get(1).copied().unwrap_or(0) > 0).then_some(())
     })
     .await;
-    // The rollout is over when the old pod's process is gone.
-    eventually("one dispatcher process", WAIT, || async { (dispatcher_pids(&ns).len() == 1).then_some(()) }).await;
+    rolled_out(&ns, "hook").await;
     amqp.publish(&exchange, "order.created", "after", 100).await;
     eventually("100 deliveries after the rotation", WAIT, || async {
         let seen = receiver.seen.lock().expect("lock");
@@ -186,11 +215,7 @@ async fn scraped(queries: &[(String, f64)]) {
 #[tokio::test]
 async fn ten_thousand_events_with_transient_failures_arrive_once_and_prometheus_counts_match_the_receiver() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-10k").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-10k"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-10k").await;
     // One event in ten gets a 500 on its first two attempts and is delivered on the third.
     let behaviour: Behaviour = Arc::new(|id, attempt| {
         let n: u32 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -258,18 +283,10 @@ async fn ten_thousand_events_with_transient_failures_arrive_once_and_prometheus_
 #[tokio::test]
 async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-gone").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-gone"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-gone").await;
 
     // No secretRef: the operator generates one; the receiver learns it from the Secret.
-    let answer = Arc::new(std::sync::atomic::AtomicU16::new(410));
-    let behaviour: Behaviour = {
-        let answer = answer.clone();
-        Arc::new(move |_, _| answer.load(std::sync::atomic::Ordering::SeqCst))
-    };
+    let (answer, behaviour) = switchable(410);
     let receiver = receiver::start(&[], behaviour).await;
     create::<Webhook>(
         &ns,
@@ -280,8 +297,7 @@ async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
     )
     .await;
     ns.wait_ready("webhook/hook");
-    let generated = ns.api::<Secret>().get("sluice-signing-hook").await.expect("generated secret");
-    let generated = String::from_utf8(generated.data.expect("data")["secret"].0.clone()).expect("utf-8");
+    let generated = generated_secret(&ns, "hook").await;
     assert!(generated.starts_with("whsec_"));
     receiver.learn(&generated);
     assert_eq!(webhook_status(&ns, "hook").await["signingSecret"], json!("sluice-signing-hook"));
@@ -315,7 +331,7 @@ async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
     scraped(&[(backlog, 200.0)]).await;
 
     // Any change to the spec re-enables; the endpoint is back.
-    answer.store(204, std::sync::atomic::Ordering::SeqCst);
+    answer.store(204, Ordering::SeqCst);
     let change = json!({"spec": {"timeout": "10s"}});
     ns.api::<Webhook>().patch("hook", &PatchParams::default(), &Patch::Merge(&change)).await.expect("change");
     ns.wait_condition::<Webhook>("hook", "Disabled", "False", "Enabled").await;
@@ -334,16 +350,8 @@ async fn gone_disables_the_webhook_keeps_messages_and_a_spec_change_resumes() {
 #[tokio::test]
 async fn failing_for_auto_disable_after_disables_and_suspend_holds_the_backlog() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-autodisable").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-autodisable"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
-    let answer = Arc::new(std::sync::atomic::AtomicU16::new(503));
-    let behaviour: Behaviour = {
-        let answer = answer.clone();
-        Arc::new(move |_, _| answer.load(std::sync::atomic::Ordering::SeqCst))
-    };
+    let (ns, _running) = bed("webhook-autodisable").await;
+    let (answer, behaviour) = switchable(503);
     let receiver = receiver::start(&[], behaviour).await;
     orders_topic(&ns).await;
     create::<Subscription>(&ns, json!({
@@ -402,7 +410,7 @@ async fn failing_for_auto_disable_after_disables_and_suspend_holds_the_backlog()
     println!("auto-disabled after {failing_for:?} of failures and {attempts} attempts");
 
     // Suspending is a spec change: it re-enables, and holds delivery while the backlog shows.
-    answer.store(204, std::sync::atomic::Ordering::SeqCst);
+    answer.store(204, Ordering::SeqCst);
     let suspend = |on: bool| json!({"spec": {"suspend": on}});
     ns.api::<Webhook>().patch("hook", &PatchParams::default(), &Patch::Merge(&suspend(true))).await.expect("suspend");
     ns.wait_condition::<Webhook>("hook", "Disabled", "False", "Enabled").await;
@@ -470,15 +478,28 @@ async fn all_delivered(receiver: &receiver::Handle, amqp: &Amqp, ns: &TestNamesp
     seen.duplicates()
 }
 
-/// The running dispatcher processes of `hook` in `ns`, from the pod runner's files.
-fn dispatcher_pids(ns: &TestNamespace) -> Vec<i32> {
+/// Waits until Webhook `hook`'s dispatcher Deployment has rolled out and exactly one dispatcher
+/// process runs: a pod of the previous revision still consuming would take messages meant for
+/// the new one.
+async fn rolled_out(ns: &TestNamespace, hook: &str) {
+    let deployment = format!("deployment/sluice-dispatcher-{hook}");
+    let (ok, out) = crate::harness::kubectl(&["rollout", "status", &deployment, "-n", &ns.name, "--timeout=90s"]);
+    assert!(ok, "{deployment} rolled out: {out}");
+    eventually(&format!("one dispatcher process of {hook}"), WAIT, || async {
+        (dispatcher_pids(ns, hook).len() == 1).then_some(())
+    })
+    .await;
+}
+
+/// The running dispatcher processes of Webhook `hook` in `ns`, from the pod runner's files.
+fn dispatcher_pids(ns: &TestNamespace, hook: &str) -> Vec<i32> {
     let pods = crate::harness::env().testbed.join("pods");
     let Ok(entries) = std::fs::read_dir(pods) else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(&format!("{}_sluice-dispatcher-hook-", ns.name)) {
+            if !name.starts_with(&format!("{}_sluice-dispatcher-{hook}-", ns.name)) {
                 return None;
             }
             let pid: i32 = std::fs::read_to_string(entry.path().join("pid")).ok()?.trim().parse().ok()?;
@@ -492,11 +513,7 @@ fn dispatcher_pids(ns: &TestNamespace) -> Vec<i32> {
 #[tokio::test]
 async fn sigkilled_dispatchers_lose_nothing_in_a_20000_message_run_with_failures() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-kill").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-kill"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-kill").await;
     // One in ten events fails (500) on its first attempt.
     let behaviour: Behaviour = Arc::new(|id, attempt| {
         let n: u32 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -514,7 +531,7 @@ async fn sigkilled_dispatchers_lose_nothing_in_a_20000_message_run_with_failures
             break;
         }
         if delivered > 2_000 * (kills + 1)
-            && let Some(&pid) = dispatcher_pids(&ns).first()
+            && let Some(&pid) = dispatcher_pids(&ns, "hook").first()
         {
             std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
             kills += 1;
@@ -535,11 +552,7 @@ async fn sigkilled_dispatchers_lose_nothing_in_a_20000_message_run_with_failures
 #[tokio::test]
 async fn a_broker_restart_mid_run_loses_nothing_and_delivery_resumes_by_itself() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-broker").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-broker"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-broker").await;
     let receiver = delivering(&ns, Arc::new(|_, _| 204)).await;
     let amqp = Amqp::connect().await;
     amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 20_000).await;
@@ -597,11 +610,7 @@ async fn generated_secret(ns: &TestNamespace, hook: &str) -> String {
 #[tokio::test]
 async fn a_failing_endpoint_opens_its_circuit_while_a_healthy_webhook_delivers_everything() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-circuit").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-circuit"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-circuit").await;
     let healthy = receiver::start(&[], Arc::new(|_, _| 204)).await;
     let failing = receiver::start(&[], Arc::new(|_, _| 503)).await;
     let breaker = json!({"circuitBreaker": {"failureRatio": 0.5, "minAttempts": 10, "window": "1m", "openFor": "1h"}});
@@ -680,11 +689,7 @@ async fn routes(ns: &TestNamespace, hook: &str, sub: &str) -> bool {
 #[tokio::test]
 async fn a_subscription_moved_to_another_webhook_while_delivering_leaves_the_first() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-move").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-move"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-move").await;
     let (alpha, beta) =
         (receiver::start(&[], Arc::new(|_, _| 204)).await, receiver::start(&[], Arc::new(|_, _| 204)).await);
     webhooks(&ns, &[("billing", "alpha", &alpha.url(), json!({})), ("audit", "beta", &beta.url(), json!({}))]).await;
@@ -708,22 +713,7 @@ async fn a_subscription_moved_to_another_webhook_while_delivering_leaves_the_fir
         (routes(&ns, "beta", "billing").await && !routes(&ns, "alpha", "billing").await).then_some(())
     })
     .await;
-    let (ok, out) = crate::harness::kubectl(&[
-        "rollout",
-        "status",
-        "deployment/sluice-dispatcher-alpha",
-        "-n",
-        &ns.name,
-        "--timeout=90s",
-    ]);
-    assert!(ok, "alpha's dispatcher rolled out: {out}");
-    eventually("alpha's old dispatcher gone", WAIT, || async {
-        let pods = ns.api::<k8s_openapi::api::core::v1::Pod>().list(&kube::api::ListParams::default()).await.ok()?;
-        let alpha_pods =
-            pods.items.iter().filter(|p| p.metadata.name.as_deref().is_some_and(|n| n.contains("-alpha-")));
-        (alpha_pods.count() == 1).then_some(())
-    })
-    .await;
+    rolled_out(&ns, "alpha").await;
     amqp.publish(&exchange, "order.created", "after", 200).await;
     let started = std::time::Instant::now();
     loop {
@@ -750,14 +740,10 @@ async fn a_subscription_moved_to_another_webhook_while_delivering_leaves_the_fir
 #[tokio::test]
 async fn the_rate_limit_holds_and_the_egress_guard_refuses_metadata_and_loopback() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-guards").await;
     // No loopback allowlist for this controller's dispatchers.
     let mut opts = ControllerOpts::new("webhook-guards");
     opts.egress_allow = "";
-    let ctl = Controller::start(&opts);
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, running) = bed_with("webhook-guards", &opts).await;
     let receiver = receiver::start(&[], Arc::new(|_, _| 204)).await;
     webhooks(
         &ns,
@@ -789,12 +775,10 @@ async fn the_rate_limit_holds_and_the_egress_guard_refuses_metadata_and_loopback
     assert_eq!(receiver.seen.lock().expect("lock").attempts.len(), 0, "nothing reached loopback");
     amqp.close().await;
     ns.teardown().await;
-    drop(ctl);
+    drop(running);
 
     // The rate limit, with loopback allowlisted: 50/s with a burst of 50.
-    let ns = TestNamespace::create(&client, "webhook-rate").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-rate"));
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-rate").await;
     let arrivals = Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
     let behaviour: Behaviour = {
         let arrivals = arrivals.clone();
@@ -808,20 +792,7 @@ async fn the_rate_limit_holds_and_the_egress_guard_refuses_metadata_and_loopback
         .await;
     receiver.learn(&generated_secret(&ns, "limited").await);
     // The limit is per replica: a pod still rolling out would bring a second full bucket.
-    let (ok, out) = crate::harness::kubectl(&[
-        "rollout",
-        "status",
-        "deployment/sluice-dispatcher-limited",
-        "-n",
-        &ns.name,
-        "--timeout=90s",
-    ]);
-    assert!(ok, "the dispatcher rolled out: {out}");
-    eventually("one dispatcher pod", WAIT, || async {
-        let pods = ns.api::<k8s_openapi::api::core::v1::Pod>().list(&kube::api::ListParams::default()).await.ok()?;
-        (pods.items.len() == 1).then_some(())
-    })
-    .await;
+    rolled_out(&ns, "limited").await;
     let amqp = Amqp::connect().await;
     amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 400).await;
     eventually("400 deliveries", WAIT, || async {
@@ -841,11 +812,7 @@ async fn the_rate_limit_holds_and_the_egress_guard_refuses_metadata_and_loopback
 #[tokio::test]
 async fn ordered_delivery_keeps_order_through_failures() {
     let _serial = serial();
-    let client = admin().await;
-    let ns = TestNamespace::create(&client, "webhook-ordered").await;
-    let ctl = Controller::start(&ControllerOpts::new("webhook-ordered"));
-    let _runner = Controller::pod_runner();
-    ctl.wait_leader().await;
+    let (ns, _running) = bed("webhook-ordered").await;
     // Every tenth event fails twice (500) before it is accepted.
     let behaviour: Behaviour = Arc::new(|id, attempt| {
         let n: u32 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -876,7 +843,7 @@ async fn ordered_delivery_keeps_order_through_failures() {
         map.data?.get("dispatch.json")?.contains("\"ordered\": true").then_some(())
     })
     .await;
-    eventually("one dispatcher process", WAIT, || async { (dispatcher_pids(&ns).len() == 1).then_some(()) }).await;
+    rolled_out(&ns, "hook").await;
 
     let amqp = Amqp::connect().await;
     amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 100).await;

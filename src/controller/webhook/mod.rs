@@ -77,9 +77,9 @@ async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
         status::mark_reconciling(&api, webhook).await?;
         let (patched, pods) = retire_gone_pods(&api, webhook, ctx, &namespace).await?;
         let webhook = patched.map_or(Cow::Borrowed(webhook), Cow::Owned);
-        let result = Box::pin(converge(&webhook, ctx, &namespace, &status::current(webhook.as_ref()))).await;
+        let result = Box::pin(converge(&webhook, ctx, &namespace, &status::current(webhook.as_ref()), pods)).await;
         match &result {
-            Ok(c) => ctx.webhooks.put(key, &webhook, Converged { rotated: false, pods, ..c.clone() }),
+            Ok(c) => ctx.webhooks.put(key, &webhook, Converged { rotated: false, ..c.clone() }),
             Err(_) => ctx.webhooks.forget(&key),
         }
         (webhook, result)
@@ -144,8 +144,9 @@ pub struct Converged {
 }
 
 impl Converged {
-    /// This result with the pods' current reports: `None` when they change whether the
-    /// Webhook is disabled, which changes the configuration and so needs a full reconcile.
+    /// This result with the pods' current reports: `None` when a report comes from a pod that
+    /// was not running then, or when they change whether the Webhook is disabled (which changes
+    /// the configuration): both need a full reconcile.
     fn with_reports(self, webhook: &Webhook, status: &WebhookStatus) -> Option<Self> {
         if status.dispatchers.iter().any(|r| !self.pods.contains(&r.pod)) {
             return None;
@@ -153,9 +154,7 @@ impl Converged {
         let (disabled, auto_disable_in) = disabled(webhook, status, &self.enabled_checksum);
         (disabled.is_some() == self.disabled.is_some()).then_some(Self { disabled, auto_disable_in, ..self })
     }
-}
 
-impl Converged {
     fn outcome(&self, webhook: &Webhook) -> Outcome {
         if let Some((reason, message)) = &self.disabled {
             return Outcome::Stalled {
@@ -187,6 +186,7 @@ async fn converge(
     ctx: &Context,
     namespace: &str,
     previous: &WebhookStatus,
+    pods: Vec<String>,
 ) -> Result<Converged, Error> {
     let name = webhook.name_any();
     let object = render::name(&name);
@@ -226,7 +226,7 @@ async fn converge(
         auto_disable_in,
         rotated,
         enabled_checksum,
-        pods: Vec::new(),
+        pods,
     })
 }
 
@@ -397,8 +397,8 @@ fn disabled(
 }
 
 /// Folds the reports of dispatcher pods that no longer exist into `status.retired`, in one
-/// JSON patch that first tests that those reports are unchanged.
-/// Also returns the dispatcher pods running (not terminating) when there are reports to check.
+/// JSON patch that first tests that those reports are unchanged. Also returns the dispatcher
+/// pods running (not terminating); none are listed while no pod has reported.
 async fn retire_gone_pods(
     api: &Api<Webhook>,
     webhook: &Webhook,
