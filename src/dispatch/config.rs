@@ -77,7 +77,7 @@ pub struct CircuitBreakerConfig {
     pub open_for: Duration,
 }
 
-impl From<&CircuitBreakerConfig> for super::limits::Settings {
+impl From<&CircuitBreakerConfig> for super::circuit::Settings {
     fn from(c: &CircuitBreakerConfig) -> Self {
         Self { failure_ratio: c.failure_ratio, min_attempts: c.min_attempts, window: c.window, open_for: c.open_for }
     }

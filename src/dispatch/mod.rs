@@ -8,16 +8,18 @@
 //! - [`metrics`]: the dispatcher's Prometheus metrics;
 //! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets;
 //! - [`egress`]: which addresses a delivery may connect to;
-//! - [`limits`]: the token-bucket rate limit and the circuit breaker;
+//! - [`rate_limit`]: the token-bucket rate limit;
+//! - [`circuit`]: the circuit breaker;
 //! - [`report`]: the delivery status each pod reports to its Webhook;
 //! - [`worker`]: the delivery loop.
 
 pub mod backlog;
+pub mod circuit;
 pub mod config;
 pub mod egress;
-pub mod limits;
 pub mod metrics;
 pub mod outcome;
+pub mod rate_limit;
 pub mod report;
 pub mod signing;
 pub mod worker;

@@ -28,13 +28,14 @@ use tracing::{debug, info, warn};
 
 use super::{
     backlog::{Held, QueueDepths},
+    circuit::{CircuitBreaker, CircuitState, Settings, Transition},
     config::{DispatchConfig, SubscriptionRoute},
     egress::EgressPolicy,
-    limits::{CircuitBreaker, CircuitState, RateLimiter, Settings, Transition},
     metrics::{
         AttemptLabels, DeadLetterLabels, DispatcherMetrics, QueueLabels, RetryLabels, SubscriptionLabels, WebhookLabels,
     },
     outcome::{Attempt, DeadLetterReason, Verdict, judge, parse_retry_after, status_class},
+    rate_limit::RateLimiter,
     report::Stats,
     signing::KeyRing,
 };
