@@ -17,14 +17,61 @@ use super::{Broker, BrokerError};
 
 /// Publishes in flight at once while moving.
 const WINDOW: u16 = 256;
+/// The prefix of the headers in which the dispatcher keeps a message's delivery bookkeeping
+/// (attempts, retry step, attempt times, last status, dead-letter reason).
+pub const BOOKKEEPING_PREFIX: &str = "x-sluice-";
+/// The header in which quorum queues count a message's deliveries (its delivery limit).
+const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
+/// Why a copy of a message is not safely in its target queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("publish to {queue}: {source}")]
+    Send {
+        queue: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("queue {0} does not exist (the message was returned)")]
+    Returned(String),
+    #[error("queue {0} refused the message (is it full?)")]
+    Refused(String),
+    #[error("publisher confirms are off on this channel")]
+    Unconfirmed,
+}
+
+/// Publishes a copy to `queue` through the default exchange, mandatory, and waits for the
+/// broker's confirm (`channel` must be in confirm mode).
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), PublishError> {
+    let send = |source| PublishError::Send { queue: queue.to_owned(), source };
+    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let confirm = channel.basic_publish("".into(), queue.into(), options, body, properties).await.map_err(send)?;
+    confirmed(&confirm.await.map_err(send)?, queue)
+}
+
+/// Whether a confirmation means the copy is stored in `queue`.
+fn confirmed(confirmation: &Confirmation, queue: &str) -> Result<(), PublishError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(PublishError::Returned(queue.to_owned())),
+        Confirmation::Nack(_) => Err(PublishError::Refused(queue.to_owned())),
+        Confirmation::NotRequested => Err(PublishError::Unconfirmed),
+    }
+}
 
 /// What happens to a message's headers on the way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Headers {
-    /// Keep every header (a retry step being removed: the message keeps its attempt count).
+    /// Keep Sluice's bookkeeping (a retry step being removed: the message keeps its attempt
+    /// count); only the broker's delivery count starts over.
     Keep,
-    /// Start over (a dead-letter redrive): drop Sluice's delivery bookkeeping (`x-sluice-*`)
-    /// and the broker's delivery count, so the message gets a full retry ladder again.
+    /// Start over (a dead-letter redrive): drop Sluice's delivery bookkeeping
+    /// ([`BOOKKEEPING_PREFIX`]) as well, so the message gets a full retry ladder again.
     FreshStart,
 }
 
@@ -116,10 +163,7 @@ async fn move_on(channel: &Channel, from: &str, to: &str, headers: Headers) -> R
 /// Acks the original if the copy is safely in `to`; otherwise returns it to the source.
 async fn settle(confirmation: lapin::Result<Confirmation>, acker: &Acker, to: &str) -> Result<(), String> {
     let outcome = match confirmation {
-        Ok(Confirmation::Ack(None)) => Ok(()),
-        Ok(Confirmation::Ack(Some(_))) => Err(format!("queue {to} does not exist")),
-        Ok(Confirmation::Nack(_)) => Err(format!("the broker refused the copy to {to}")),
-        Ok(Confirmation::NotRequested) => Err("publisher confirms are off".to_owned()),
+        Ok(confirmation) => confirmed(&confirmation, to).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match outcome {
@@ -135,8 +179,8 @@ fn rewrite(properties: BasicProperties, headers: Headers) -> BasicProperties {
     let Some(table) = properties.headers().clone() else { return properties };
     let mut kept = FieldTable::default();
     for (key, value) in table.inner() {
-        let drop = key.as_str() == "x-delivery-count"
-            || (headers == Headers::FreshStart && key.as_str().starts_with("x-sluice-"));
+        let drop = key.as_str() == DELIVERY_COUNT_HEADER
+            || (headers == Headers::FreshStart && key.as_str().starts_with(BOOKKEEPING_PREFIX));
         if !drop {
             kept.insert(ShortString::from(key.as_str()), value.clone());
         }

@@ -11,7 +11,23 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Mutex,
+    time::Duration,
 };
+
+use lapin::{Channel, Connection};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{
+    config::SubscriptionRoute,
+    metrics::{DispatcherMetrics, QueueLabels, SubscriptionLabels},
+};
+use crate::broker::mover::count_on;
+
+/// How often the queues' depths are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How long closing the sampler's channel may wait for the broker's answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Publish times (unix seconds) of the messages held, per Subscription, as a multiset.
 #[derive(Default)]
@@ -63,6 +79,83 @@ pub struct QueueDepths {
     /// Summed over every retry step's queue.
     pub retry: u32,
     pub dlq: u32,
+}
+
+/// What the sampler measures and where it records it.
+pub struct Sampler<'a> {
+    pub routes: &'a [SubscriptionRoute],
+    pub held: &'a Held,
+    pub metrics: &'a DispatcherMetrics,
+    /// The metric labels of a route's series.
+    pub labels: &'a (dyn Fn(&SubscriptionRoute) -> SubscriptionLabels + Sync),
+    /// The current time in unix seconds.
+    pub now: fn() -> u64,
+}
+
+impl Sampler<'_> {
+    /// Every 5 s until `session` ends: the ready messages of each Subscription's queues
+    /// (passive declares on a channel of their own; a missing queue counts 0) and the age of
+    /// the oldest held message. A failed sample is logged and retried; it never disturbs delivery.
+    pub async fn run(&self, conn: &Connection, session: CancellationToken) {
+        let mut channel: Option<Channel> = None;
+        loop {
+            tokio::select! {
+                () = session.cancelled() => break,
+                () = self.sample_once(conn, &mut channel) => {}
+            }
+            tokio::select! {
+                () = session.cancelled() => break,
+                () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+        }
+        if let Some(channel) = channel {
+            let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, "sampler stopping".into())).await;
+        }
+    }
+
+    async fn sample_once(&self, conn: &Connection, channel: &mut Option<Channel>) {
+        for route in self.routes {
+            let labels = (self.labels)(route);
+            let age = self.held.oldest_age(&route.name, (self.now)());
+            self.metrics.oldest_message_age.get_or_create(&labels).set(i64::try_from(age).unwrap_or(i64::MAX));
+            match depths(conn, channel, route).await {
+                Ok(depths) => {
+                    for (queue, n) in [("work", depths.work), ("retry", depths.retry), ("dlq", depths.dlq)] {
+                        let queue_labels = QueueLabels {
+                            namespace: labels.namespace.clone(),
+                            webhook: labels.webhook.clone(),
+                            subscription: labels.subscription.clone(),
+                            queue,
+                        };
+                        self.metrics.queue_messages.get_or_create(&queue_labels).set(i64::from(n));
+                    }
+                }
+                Err(e) => debug!(error = %e, subscription = %route.name, "Cannot sample the queues."),
+            }
+        }
+    }
+}
+
+/// The ready messages of `route`'s work, retry and dead-letter queues, on `channel` (opened
+/// again when a missing queue closed it).
+async fn depths(
+    conn: &Connection,
+    channel: &mut Option<Channel>,
+    route: &SubscriptionRoute,
+) -> Result<QueueDepths, lapin::Error> {
+    let mut count = async |queue: &str| -> Result<u32, lapin::Error> {
+        let open = match channel.take() {
+            Some(open) if open.status().connected() => channel.insert(open),
+            _ => channel.insert(conn.create_channel().await?),
+        };
+        Ok(count_on(open, queue).await?.unwrap_or(0))
+    };
+    let mut depths = QueueDepths { work: count(&route.queue).await?, ..QueueDepths::default() };
+    for queue in &route.retry_queues {
+        depths.retry = depths.retry.saturating_add(count(queue).await?);
+    }
+    depths.dlq = count(&route.dead_letter_queue).await?;
+    Ok(depths)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //!
 //! - [`backlog`]: what waits in the queues, and how long the oldest held message has;
 //! - [`config`]: the dispatch configuration the operator renders;
+//! - [`envelope`]: what a message carries: event id, type, version, delivery bookkeeping;
 //! - [`outcome`]: what an attempt's result means for the message;
 //! - [`metrics`]: the dispatcher's Prometheus metrics;
 //! - [`signing`]: Standard Webhooks signatures and `whsec_` secrets;
@@ -17,6 +18,7 @@ pub mod backlog;
 pub mod circuit;
 pub mod config;
 pub mod egress;
+pub mod envelope;
 pub mod metrics;
 pub mod outcome;
 pub mod rate_limit;

@@ -14,46 +14,54 @@ use std::{
 
 use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    Channel, Connection, ConnectionProperties,
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions,
-    },
-    types::{AMQPValue, FieldTable, ShortString},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions},
+    types::FieldTable,
 };
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    backlog::{Held, QueueDepths},
+    backlog::{Held, Sampler},
     circuit::{CircuitBreaker, CircuitState, Settings, Transition},
     config::{DispatchConfig, SubscriptionRoute},
     egress::EgressPolicy,
-    metrics::{
-        AttemptLabels, DeadLetterLabels, DispatcherMetrics, QueueLabels, RetryLabels, SubscriptionLabels, WebhookLabels,
-    },
+    envelope::{self, Envelope, Onward},
+    metrics::{AttemptLabels, DeadLetterLabels, DispatcherMetrics, RetryLabels, SubscriptionLabels, WebhookLabels},
     outcome::{Attempt, DeadLetterReason, Verdict, judge, parse_retry_after, status_class},
     rate_limit::RateLimiter,
     report::Stats,
     signing::KeyRing,
 };
+use crate::broker::mover::publish_confirmed;
 
-/// Headers the dispatcher keeps on a message across retries.
-pub const ATTEMPT_HEADER: &str = "x-sluice-attempt";
-pub const FIRST_ATTEMPT_HEADER: &str = "x-sluice-first-attempt";
-pub const LAST_ATTEMPT_HEADER: &str = "x-sluice-last-attempt";
-pub const REASON_HEADER: &str = "x-sluice-reason";
-pub const LAST_STATUS_HEADER: &str = "x-sluice-last-status";
-pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
 /// At most this much of a response is read.
 const RESPONSE_CAP: usize = 64 * 1024;
 /// How long a channel or connection close may wait for the broker's answer: on a broken
 /// connection none comes, and stopping must not hang until the pod's grace period runs out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// How often the queues' depths are sampled.
-const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Why a Subscription's consumer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("subscription {subscription}: {source}")]
+    Channel {
+        subscription: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("the consumer of {0} was cancelled")]
+    Cancelled(String),
+}
+
+/// One message on its way through the dispatcher: its route, the delivery, and what its
+/// envelope says. Carried from the first attempt to the settlement.
+struct InFlight<'a> {
+    route: &'a SubscriptionRoute,
+    delivery: Delivery,
+    envelope: Envelope,
+}
 
 /// Everything the delivery tasks share.
 pub struct Dispatcher {
@@ -171,46 +179,17 @@ impl Dispatcher {
         }
     }
 
-    /// Every 5 s until the session ends: the ready messages of each Subscription's queues
-    /// (passive declares on a channel of their own; a missing queue counts 0) and the age of
-    /// the oldest held message. A failed sample is logged and retried; it never disturbs delivery.
+    /// Samples the queues' depths and the oldest held message until the session ends.
     async fn sample(self: Arc<Self>, conn: Arc<Connection>, session: CancellationToken) {
-        let mut channel: Option<Channel> = None;
-        loop {
-            tokio::select! {
-                () = session.cancelled() => break,
-                () = self.sample_once(&conn, &mut channel) => {}
-            }
-            tokio::select! {
-                () = session.cancelled() => break,
-                () = tokio::time::sleep(SAMPLE_EVERY) => {}
-            }
-        }
-        if let Some(channel) = channel {
-            let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, "sampler stopping".into())).await;
-        }
-    }
-
-    async fn sample_once(&self, conn: &Connection, channel: &mut Option<Channel>) {
-        for route in &self.config.subscriptions {
-            let labels = self.labels(route);
-            let age = self.held.oldest_age(&route.name, unix_now());
-            self.metrics.oldest_message_age.get_or_create(&labels).set(i64::try_from(age).unwrap_or(i64::MAX));
-            match depths(conn, channel, route).await {
-                Ok(depths) => {
-                    for (queue, n) in [("work", depths.work), ("retry", depths.retry), ("dlq", depths.dlq)] {
-                        let queue_labels = QueueLabels {
-                            namespace: labels.namespace.clone(),
-                            webhook: labels.webhook.clone(),
-                            subscription: labels.subscription.clone(),
-                            queue,
-                        };
-                        self.metrics.queue_messages.get_or_create(&queue_labels).set(i64::from(n));
-                    }
-                }
-                Err(e) => debug!(error = %e, subscription = %route.name, "Cannot sample the queues."),
-            }
-        }
+        let labels = |route: &SubscriptionRoute| self.labels(route);
+        let sampler = Sampler {
+            routes: &self.config.subscriptions,
+            held: &self.held,
+            metrics: &self.metrics,
+            labels: &labels,
+            now: unix_now,
+        };
+        sampler.run(&conn, session).await;
     }
 
     /// The metric labels of `route`'s series.
@@ -233,9 +212,9 @@ impl Dispatcher {
         conn: Arc<Connection>,
         route: SubscriptionRoute,
         session: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConsumeError> {
         let name = route.name.clone();
-        let fail = |e: lapin::Error| format!("subscription {name}: {e}");
+        let fail = |source| ConsumeError::Channel { subscription: name.clone(), source };
         let channel = conn.create_channel().await.map_err(fail)?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(fail)?;
         let prefetch = if route.ordered { 1 } else { self.config.max_in_flight };
@@ -273,7 +252,7 @@ impl Dispatcher {
         if self.gone.load(Ordering::Acquire) || session.is_cancelled() {
             return Ok(());
         }
-        Err(format!("the consumer of {} was cancelled", route.queue))
+        Err(ConsumeError::Cancelled(route.queue.clone()))
     }
 
     async fn handle(
@@ -283,43 +262,35 @@ impl Dispatcher {
         delivery: Delivery,
         session: &CancellationToken,
     ) {
-        let headers = delivery.properties.headers().clone().unwrap_or_default();
-        let mut attempt = header_u32(&headers, ATTEMPT_HEADER).unwrap_or(0).saturating_add(1);
-        let id = message_id(&delivery);
-        let published = delivery.properties.timestamp().unwrap_or_else(unix_now);
-        let _held = self.held.hold(&route.name, published);
+        let envelope = Envelope::read(delivery.routing_key.as_str(), &delivery.properties, &delivery.data, unix_now());
+        let mut message = InFlight { route, delivery, envelope };
+        let _held = self.held.hold(&route.name, message.envelope.published);
         let (result, verdict) = loop {
-            let (result, verdict) = self.attempt(route, &delivery, &id, attempt).await;
+            let (result, verdict) = self.attempt(&message).await;
             match verdict {
                 // Ordered: the head of the queue is retried in place, blocking the ones behind it.
                 Verdict::Retry { step } if route.ordered => {
-                    debug!(attempt, step = step + 1, "Retrying in place (ordered).");
+                    debug!(attempt = message.envelope.attempt, step = step + 1, "Retrying in place (ordered).");
                     self.count_retry(route, step);
                     tokio::select! {
                         () = tokio::time::sleep(route.schedule[step]) => {}
                         () = session.cancelled() => {
                             // Back to the head of the queue; the next consumer starts over.
                             let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-                            let _ = delivery.acker.nack(requeue).await;
+                            let _ = message.delivery.acker.nack(requeue).await;
                             return;
                         }
                     }
-                    attempt = attempt.saturating_add(1);
+                    message.envelope.attempt = message.envelope.attempt.saturating_add(1);
                 }
                 _ => break (result, verdict),
             }
         };
-        self.settle(channel, route, &delivery, &id, attempt, &result, verdict).await;
+        self.settle(channel, &message, &result, verdict).await;
     }
 
-    /// One attempt at delivering `delivery`, measured and judged.
-    async fn attempt(
-        &self,
-        route: &SubscriptionRoute,
-        delivery: &Delivery,
-        id: &str,
-        attempt: u32,
-    ) -> (Attempt, Verdict) {
+    /// One attempt at delivering `message`, measured and judged.
+    async fn attempt(&self, message: &InFlight<'_>) -> (Attempt, Verdict) {
         let webhook = WebhookLabels { namespace: self.config.namespace.clone(), webhook: self.config.webhook.clone() };
 
         self.wait_for_circuit(&webhook).await;
@@ -328,9 +299,9 @@ impl Dispatcher {
         let inflight = self.metrics.inflight.get_or_create(&webhook).clone();
         inflight.inc();
         let started = Instant::now();
-        let result = self.post(id, &delivery.data).await;
+        let result = self.post(&message.envelope.id, &message.delivery.data).await;
         inflight.dec();
-        let labels = self.labels(route);
+        let labels = self.labels(message.route);
         self.metrics.attempt_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let success = matches!(result, Attempt::Status { code: 200..=299, .. });
         self.record_circuit(success, &webhook);
@@ -340,7 +311,7 @@ impl Dispatcher {
             Attempt::Timeout | Attempt::Connection | Attempt::Refused => self.stats.failed(None),
         }
 
-        let verdict = judge(&result, attempt, &route.schedule);
+        let verdict = judge(&result, message.envelope.attempt, &message.route.schedule);
         let outcome = match &verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry { .. } => "retried",
@@ -362,64 +333,46 @@ impl Dispatcher {
 
     /// Acks a delivered message; re-publishes one to retry or dead-letter, then acks it once
     /// the broker confirmed; returns it to its queue when that fails or the endpoint is gone.
-    #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of one delivery")]
-    async fn settle(
-        &self,
-        channel: &Channel,
-        route: &SubscriptionRoute,
-        delivery: &Delivery,
-        id: &str,
-        attempt: u32,
-        result: &Attempt,
-        verdict: Verdict,
-    ) {
-        let labels = self.labels(route);
+    async fn settle(&self, channel: &Channel, message: &InFlight<'_>, result: &Attempt, verdict: Verdict) {
+        let (route, delivery) = (message.route, &message.delivery);
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let onward = |next: Onward<'_>| envelope::onward(&delivery.properties, &message.envelope, &next, now);
         let settled = match verdict {
             Verdict::Delivered => {
                 if let Some(published) = delivery.properties.timestamp() {
                     let age = unix_now().saturating_sub(*published);
                     #[allow(clippy::cast_precision_loss, reason = "seconds since publish fit f64 exactly")]
-                    self.metrics.latency.get_or_create(&labels).observe(age as f64);
+                    self.metrics.latency.get_or_create(&self.labels(route)).observe(age as f64);
                 }
                 Ok(())
             }
             Verdict::Retry { step } => {
-                let queue = &route.retry_queues[step];
-                let next = with_attempt(delivery, id, attempt, result, None);
-                let sent = publish(channel, queue, &delivery.data, next).await;
+                let next = onward(Onward::Retry { step, result });
+                let sent = publish_confirmed(channel, &route.retry_queues[step], &delivery.data, next).await;
                 if sent.is_ok() {
                     self.count_retry(route, step);
                 }
-                sent
+                sent.map_err(Some)
             }
             Verdict::DeadLetter(reason) => {
-                let next = with_attempt(delivery, id, attempt, result, Some(reason));
-                let sent = publish(channel, &route.dead_letter_queue, &delivery.data, next).await;
+                let next = onward(Onward::DeadLetter { reason, result });
+                let sent = publish_confirmed(channel, &route.dead_letter_queue, &delivery.data, next).await;
                 if sent.is_ok() {
-                    self.stats.dead_lettered();
-                    self.metrics
-                        .dead_lettered
-                        .get_or_create(&DeadLetterLabels {
-                            namespace: labels.namespace.clone(),
-                            webhook: labels.webhook.clone(),
-                            subscription: labels.subscription.clone(),
-                            reason: reason.as_str(),
-                        })
-                        .inc();
+                    self.count_dead_letter(route, reason);
                 }
-                sent
+                sent.map_err(Some)
             }
             Verdict::Gone => {
                 warn!("The endpoint answered 410 Gone; the Webhook is disabled and consumption stops.");
                 self.gone.store(true, Ordering::Release);
                 self.stats.gone();
-                Err("endpoint gone".to_owned())
+                Err(None)
             }
         };
         let acked = match settled {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
             Err(e) => {
-                if !self.gone.load(Ordering::Acquire) {
+                if let Some(e) = e {
                     warn!(error = %e, queue = %route.queue, "Could not move the message on; it goes back to its queue.");
                 }
                 delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
@@ -429,6 +382,18 @@ impl Dispatcher {
             // The channel is gone: the broker returns the message to the queue by itself.
             debug!(error = %e, "Acknowledgement failed.");
         }
+    }
+
+    fn count_dead_letter(&self, route: &SubscriptionRoute, reason: DeadLetterReason) {
+        self.stats.dead_lettered();
+        let labels = self.labels(route);
+        let labels = DeadLetterLabels {
+            namespace: labels.namespace,
+            webhook: labels.webhook,
+            subscription: labels.subscription,
+            reason: reason.as_str(),
+        };
+        self.metrics.dead_lettered.get_or_create(&labels).inc();
     }
 
     fn count_retry(&self, route: &SubscriptionRoute, step: usize) {
@@ -541,94 +506,6 @@ fn refused_by_egress(e: &reqwest::Error) -> bool {
     false
 }
 
-/// The event id: the message id, or one derived from the content (stable across redeliveries)
-/// that every retry then carries as its message id.
-pub fn message_id(delivery: &Delivery) -> String {
-    if let Some(id) = delivery.properties.message_id().as_ref().filter(|id| !id.as_str().is_empty()) {
-        return id.as_str().to_owned();
-    }
-    let mut hash = Sha256::new();
-    hash.update(delivery.routing_key.as_str().as_bytes());
-    hash.update([0]);
-    hash.update(delivery.properties.timestamp().unwrap_or_default().to_be_bytes());
-    hash.update(&delivery.data);
-    let digest = hash.finalize();
-    let mut id = String::from("msg_");
-    for b in digest.iter().take(12) {
-        use std::fmt::Write as _;
-        let _ = write!(id, "{b:02x}");
-    }
-    id
-}
-
-/// The properties of the re-published message: the original ones plus the attempt count,
-/// attempt times, the last status or error, and (for the DLQ) the reason.
-fn with_attempt(
-    delivery: &Delivery,
-    id: &str,
-    attempt: u32,
-    result: &Attempt,
-    reason: Option<DeadLetterReason>,
-) -> BasicProperties {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-    let inner = headers.inner();
-    let first = inner.get(FIRST_ATTEMPT_HEADER).cloned().unwrap_or(AMQPValue::LongLongInt(now));
-    let mut set = |k: &str, v: AMQPValue| {
-        headers.insert(ShortString::from(k), v);
-    };
-    set(ATTEMPT_HEADER, AMQPValue::LongUInt(attempt));
-    set(FIRST_ATTEMPT_HEADER, first);
-    set(LAST_ATTEMPT_HEADER, AMQPValue::LongLongInt(now));
-    match result {
-        Attempt::Status { code, .. } => set(LAST_STATUS_HEADER, AMQPValue::ShortUInt(*code)),
-        Attempt::Timeout => set(LAST_ERROR_HEADER, AMQPValue::LongString("timeout".into())),
-        Attempt::Connection => set(LAST_ERROR_HEADER, AMQPValue::LongString("connection failed".into())),
-        Attempt::Refused => set(LAST_ERROR_HEADER, AMQPValue::LongString("refused by the egress guard".into())),
-    }
-    if let Some(reason) = reason {
-        set(REASON_HEADER, AMQPValue::LongString(reason.as_str().into()));
-    }
-    delivery.properties.clone().with_message_id(id.into()).with_delivery_mode(2).with_headers(headers)
-}
-
-/// Publishes to `queue` through the default exchange, mandatory, and waits for the confirm.
-async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), String> {
-    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let confirm = channel
-        .basic_publish("".into(), queue.into(), options, body, properties)
-        .await
-        .map_err(|e| format!("publish to {queue}: {e}"))?;
-    match confirm.await.map_err(|e| format!("confirm from {queue}: {e}"))? {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(format!("queue {queue} does not exist (the message was returned)")),
-        Confirmation::Nack(_) => Err(format!("queue {queue} refused the message (is it full?)")),
-        Confirmation::NotRequested => Err("publisher confirms are off".to_owned()),
-    }
-}
-
-/// The ready messages of `route`'s work, retry and dead-letter queues, on `channel` (opened
-/// again when a missing queue closed it).
-async fn depths(
-    conn: &Connection,
-    channel: &mut Option<Channel>,
-    route: &SubscriptionRoute,
-) -> Result<QueueDepths, lapin::Error> {
-    let mut count = async |queue: &str| -> Result<u32, lapin::Error> {
-        let open = match channel.take() {
-            Some(open) if open.status().connected() => channel.insert(open),
-            _ => channel.insert(conn.create_channel().await?),
-        };
-        Ok(crate::broker::mover::count_on(open, queue).await?.unwrap_or(0))
-    };
-    let mut depths = QueueDepths { work: count(&route.queue).await?, ..QueueDepths::default() };
-    for queue in &route.retry_queues {
-        depths.retry = depths.retry.saturating_add(count(queue).await?);
-    }
-    depths.dlq = count(&route.dead_letter_queue).await?;
-    Ok(depths)
-}
-
 /// Resolves once `conn` is no longer connected.
 async fn closed(conn: &Connection) {
     while conn.status().connected() {
@@ -636,19 +513,121 @@ async fn closed(conn: &Connection) {
     }
 }
 
-fn header_u32(headers: &FieldTable, name: &str) -> Option<u32> {
-    match headers.inner().get(name)? {
-        AMQPValue::ShortShortUInt(v) => Some(u32::from(*v)),
-        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
-        AMQPValue::LongUInt(v) => Some(*v),
-        AMQPValue::ShortShortInt(v) => u32::try_from(*v).ok(),
-        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
-        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
-        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
-        _ => None,
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::{
+        Router,
+        body::Bytes,
+        extract::State,
+        http::{HeaderMap, StatusCode},
+        routing::post,
+    };
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::dispatch::{
+        config::{CircuitBreakerConfig, EgressConfig},
+        signing::{SigningKey, generate_secret, verify},
+    };
+
+    type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+    /// A local endpoint answering `status` (with `headers`) after `delay`, recording each request.
+    async fn endpoint(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        delay: Duration,
+    ) -> (String, Seen) {
+        let seen = Seen::default();
+        let app = Router::new()
+            .route(
+                "/hook",
+                post(move |State(seen): State<Seen>, request_headers: HeaderMap, body: Bytes| async move {
+                    seen.lock().expect("lock").push((request_headers, body));
+                    tokio::time::sleep(delay).await;
+                    let mut answer = HeaderMap::new();
+                    for (k, v) in headers {
+                        answer.insert(*k, v.parse().expect("header"));
+                    }
+                    (StatusCode::from_u16(status).expect("status"), answer, "x".repeat(100_000))
+                }),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/hook"), seen)
+    }
+
+    fn dispatcher(url: &str, secret: &str, allow_loopback: bool) -> Arc<Dispatcher> {
+        let config = DispatchConfig {
+            namespace: "shop".into(),
+            webhook: "billing".into(),
+            url: url.into(),
+            headers: BTreeMap::from([("X-Team".to_owned(), "billing".to_owned())]),
+            timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_millis(300),
+            max_in_flight: 4,
+            rate_limit: None,
+            circuit_breaker: CircuitBreakerConfig {
+                failure_ratio: 1.0,
+                min_attempts: 1000,
+                window: Duration::from_secs(60),
+                open_for: Duration::from_secs(1),
+            },
+            suspend: false,
+            egress: EgressConfig::default(),
+            subscriptions: Vec::new(),
+        };
+        let allow = if allow_loopback { vec!["127.0.0.0/8".parse().expect("cidr")] } else { Vec::new() };
+        let egress = EgressPolicy { allow, refuse_private: false };
+        let keys = KeyRing::new(SigningKey::parse(secret).expect("key"));
+        let metrics = DispatcherMetrics::register(&mut Registry::default());
+        Dispatcher::new(config, keys, egress, metrics, Arc::new(Stats::default())).expect("dispatcher")
+    }
+
+    #[tokio::test]
+    async fn a_post_is_signed_over_its_body_and_carries_the_webhooks_headers() {
+        let (url, seen) = endpoint(204, &[], Duration::ZERO).await;
+        let secret = generate_secret();
+        let result = dispatcher(&url, &secret, true).post("evt-1", br#"{"id":"o-1"}"#).await;
+        assert_eq!(result, Attempt::Status { code: 204, retry_after: None });
+        let seen = seen.lock().expect("lock");
+        let (headers, body) = &seen[0];
+        let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(body.as_ref(), br#"{"id":"o-1"}"#);
+        assert_eq!((h("webhook-id").as_str(), h("content-type").as_str()), ("evt-1", "application/json"));
+        assert_eq!(h("x-team"), "billing");
+        let timestamp: i64 = h("webhook-timestamp").parse().expect("timestamp");
+        let key = SigningKey::parse(&secret).expect("key");
+        assert!(verify(&key, "evt-1", timestamp, body, &h("webhook-signature")), "signed with the Webhook's secret");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_the_answer_and_retry_after_is_read() {
+        let (url, seen) = endpoint(302, &[("location", "http://127.0.0.1:1/elsewhere")], Duration::ZERO).await;
+        let result = dispatcher(&url, &generate_secret(), true).post("evt-1", b"{}").await;
+        assert_eq!(result, Attempt::Status { code: 302, retry_after: None }, "not followed");
+        assert_eq!(seen.lock().expect("lock").len(), 1);
+        let (url, _) = endpoint(429, &[("retry-after", "120")], Duration::ZERO).await;
+        let result = dispatcher(&url, &generate_secret(), true).post("evt-1", b"{}").await;
+        assert_eq!(result, Attempt::Status { code: 429, retry_after: Some(Duration::from_secs(120)) });
+    }
+
+    #[tokio::test]
+    async fn a_slow_endpoint_times_out_and_a_refused_address_is_never_contacted() {
+        let (url, _) = endpoint(204, &[], Duration::from_secs(5)).await;
+        assert_eq!(dispatcher(&url, &generate_secret(), true).post("evt-1", b"{}").await, Attempt::Timeout);
+        let (url, seen) = endpoint(204, &[], Duration::ZERO).await;
+        assert_eq!(dispatcher(&url, &generate_secret(), false).post("evt-1", b"{}").await, Attempt::Refused);
+        assert!(seen.lock().expect("lock").is_empty(), "loopback is refused without the allowlist");
+        let closed = "http://127.0.0.1:1/hook";
+        assert_eq!(dispatcher(closed, &generate_secret(), true).post("evt-1", b"{}").await, Attempt::Connection);
+    }
 }
