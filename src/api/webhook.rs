@@ -67,7 +67,8 @@ pub struct WebhookSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1ms') && duration(self) <= duration('5m')").message("spec.connectTimeout must be between 1ms and 5m"))]
     pub connect_timeout: GoDuration,
 
-    /// Maximum number of requests in flight to this endpoint per dispatcher replica.
+    /// Maximum number of requests in flight to this endpoint per dispatcher replica, shared by
+    /// all the Subscriptions it delivers (it is also each Subscription's consumer prefetch).
     #[serde(default = "default_max_in_flight")]
     #[schemars(range(min = 1, max = 1024))]
     pub max_in_flight: i32,

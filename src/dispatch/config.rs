@@ -23,7 +23,8 @@ pub struct DispatchConfig {
     pub timeout: Duration,
     #[serde(with = "millis")]
     pub connect_timeout: Duration,
-    /// Requests in flight at once, per replica (also the consumer prefetch).
+    /// Requests in flight at once per replica, across every Subscription (also each
+    /// Subscription's consumer prefetch).
     pub max_in_flight: u16,
     /// Token-bucket rate limit; none when absent.
     #[serde(default)]

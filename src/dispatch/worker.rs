@@ -1,5 +1,6 @@
 //! The delivery loop. One AMQP connection per dispatcher; per Subscription one channel in
-//! confirm mode, prefetch = `maxInFlight`, consuming the work queue. Each message is signed
+//! confirm mode, prefetch = `maxInFlight`, consuming the work queue; `maxInFlight` permits
+//! shared by all of them bound the requests in flight per replica. Each message is signed
 //! and POSTed; then acked (delivered), or re-published to the next retry queue or to the
 //! dead-letter queue and acked only once the broker confirmed that publish. Nothing waits in
 //! memory across a retry delay: a crash at any instant leaves every message in a queue.
@@ -19,6 +20,7 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -70,6 +72,8 @@ pub struct Dispatcher {
     http: reqwest::Client,
     egress: EgressPolicy,
     limiter: RateLimiter,
+    /// `maxInFlight` permits, shared by every Subscription's deliveries: the bound is per replica.
+    in_flight: Semaphore,
     breaker: Mutex<CircuitBreaker>,
     metrics: Arc<DispatcherMetrics>,
     stats: Arc<Stats>,
@@ -92,7 +96,9 @@ impl Dispatcher {
         let limiter =
             config.rate_limit.as_ref().map_or_else(RateLimiter::unlimited, |r| RateLimiter::new(r.per_second, r.burst));
         let breaker = CircuitBreaker::new(Settings::from(&config.circuit_breaker));
+        let in_flight = Semaphore::new(usize::from(config.max_in_flight.max(1)));
         Ok(Arc::new(Self {
+            in_flight,
             config,
             keys,
             http,
@@ -294,6 +300,8 @@ impl Dispatcher {
         let webhook = WebhookLabels { namespace: self.config.namespace.clone(), webhook: self.config.webhook.clone() };
 
         self.wait_for_circuit(&webhook).await;
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.in_flight.acquire().await.ok();
         self.limiter.acquire().await;
 
         let inflight = self.metrics.inflight.get_or_create(&webhook).clone();

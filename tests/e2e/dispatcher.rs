@@ -198,3 +198,83 @@ async fn gone_stops_consumption_and_keeps_every_message() {
     drop(dispatcher);
     ns.teardown().await;
 }
+
+/// An endpoint that holds each request for `hold` and records the most requests it ever had in
+/// flight at once.
+async fn slow_endpoint(hold: Duration) -> (SocketAddr, Arc<std::sync::Mutex<(u32, u32, u32)>>) {
+    use axum::{Router, extract::State, http::StatusCode, routing::post};
+    // (in flight now, most in flight at once, requests seen)
+    let counts = Arc::new(std::sync::Mutex::new((0u32, 0u32, 0u32)));
+    let handler = move |State(counts): State<Arc<std::sync::Mutex<(u32, u32, u32)>>>| async move {
+        {
+            let mut c = counts.lock().expect("lock");
+            c.0 += 1;
+            c.1 = c.1.max(c.0);
+            c.2 += 1;
+        }
+        tokio::time::sleep(hold).await;
+        counts.lock().expect("lock").0 -= 1;
+        StatusCode::NO_CONTENT
+    };
+    let app = Router::new().route("/hook", post(handler)).with_state(counts.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn max_in_flight_bounds_a_replica_across_all_its_subscriptions() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "dispatch-inflight").await;
+    let ctl = Controller::start(&ControllerOpts::new("dispatch-inflight"));
+    ctl.wait_leader().await;
+    let topic: EventTopic = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "orders"}, "spec": {"type": "topic"}
+    }))
+    .expect("topic");
+    ns.api::<EventTopic>().create(&PostParams::default(), &topic).await.expect("topic");
+    let names = ["billing", "audit", "ledger"];
+    for name in names {
+        let sub: Subscription = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": name},
+            "spec": {"topicRef": {"name": "orders"}, "retry": {"schedule": ["1s"]}, "deletionPolicy": "Delete"}
+        }))
+        .expect("subscription");
+        ns.api::<Subscription>().create(&PostParams::default(), &sub).await.expect("subscription");
+    }
+    let mut routes = Vec::new();
+    for name in names {
+        ns.wait_ready(&format!("subscription/{name}"));
+        let status = ns.get_json::<Subscription>(name).await.expect("subscription")["status"].clone();
+        routes.push(json!({
+            "name": name, "queue": status["queue"], "retryQueues": status["retryQueues"],
+            "schedule": [1000], "deadLetterQueue": status["deadLetterQueue"]
+        }));
+    }
+    let (addr, counts) = slow_endpoint(Duration::from_millis(50)).await;
+    let config = json!({
+        "namespace": ns.name, "webhook": "hook", "url": format!("http://{addr}/hook"),
+        "timeout": 5000, "connectTimeout": 2000, "maxInFlight": 4,
+        "circuitBreaker": {"failureRatio": 1.0, "minAttempts": 1_000_000, "window": 60_000, "openFor": 1000},
+        "egress": {"allow": ["127.0.0.0/8"]}, "subscriptions": routes
+    });
+    let dispatcher = Dispatcher::dispatcher(&config, &sluice::dispatch::signing::generate_secret());
+    dispatcher.wait_ready().await;
+
+    // Every event reaches all three Subscriptions: 3 x 100 deliveries, each held 50 ms.
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 100).await;
+    eventually("300 deliveries", WAIT, || async { (counts.lock().expect("lock").2 == 300).then_some(()) }).await;
+    let (now, most, seen) = *counts.lock().expect("lock");
+    println!("maxInFlight 4 over 3 Subscriptions: at most {most} requests in flight");
+    assert_eq!((now, seen), (0, 300));
+    assert_eq!(most, 4, "4 requests in flight per replica, not 4 per Subscription");
+    for name in names {
+        assert_eq!(amqp.count(&format!("sluice.{}.{name}", ns.name)).await, 0, "{name} drained");
+    }
+    amqp.close().await;
+    drop(dispatcher);
+    ns.teardown().await;
+}
