@@ -50,7 +50,8 @@ pub struct EventTopicSpec {
     pub deletion_policy: DeletionPolicy,
 
     /// Optional catalog of the event types published on this topic, each with a JSON Schema
-    /// per version. Dispatchers validate payloads against it before delivery.
+    /// per version. A topic with a catalog takes JSON payloads only: dispatchers check each
+    /// payload against its version's schema before delivery and dead-letter the ones that fail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -127,10 +128,28 @@ pub struct EventVersionSchema {
     #[schemars(length(min = 1, max = 63), regex(pattern = super::VERSION_NAME_PATTERN))]
     pub name: String,
 
-    /// JSON Schema (draft 2020-12) that payloads of this version must satisfy.
+    /// JSON Schema (draft 2020-12 unless it names another with `$schema`) that payloads of
+    /// this version must satisfy. Dispatchers check every payload of this version against it,
+    /// and every payload rendered as this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object_schema")]
     pub schema: Option<serde_json::Value>,
+
+    /// Example payloads of this version. Each must satisfy the schema; the ApiVersionPolicy
+    /// controller renders each down the version chain and checks every result against the
+    /// older versions' schemas (a dry run of the conversion, before any event is delivered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "examples_schema")]
+    pub examples: Vec<serde_json::Value>,
+}
+
+/// A list of free-form JSON example payloads.
+fn examples_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "items": {"x-kubernetes-preserve-unknown-fields": true},
+    })
 }
 
 /// Observed state of an EventTopic.
@@ -158,7 +177,8 @@ pub struct EventTopicStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unroutable_queue: Option<String>,
 
-    /// The broker the topic lives on: `default`, or the name of the Secret in spec.broker.
+    /// The broker the topic lives on: `default`, or the name of the Secret in spec.broker
+    /// (in this namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
 

@@ -18,8 +18,9 @@ pub use webhook::{Webhook, WebhookSpec, WebhookStatus};
 /// API group of every Sluice resource.
 pub const GROUP: &str = "sluice.dev";
 
-/// Pattern of an event version name: `v2`, `v1beta1`, `2026-06-01`.
-pub const VERSION_NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]*$";
+/// Pattern of an event version name: `v2`, `v1beta1`, `2026-06-01`, `1.2.0`: letters and digits,
+/// with single `.`, `_` or `-` between them (so not `1.0.0..` or `v1-`).
+pub const VERSION_NAME_PATTERN: &str = r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$";
 
 /// The CustomResourceDefinitions of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {

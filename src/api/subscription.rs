@@ -26,6 +26,7 @@ use super::common::{DeletionPolicy, GoDuration, LocalObjectReference, conditions
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Topic", type_ = "string", json_path = ".spec.topicRef.name"),
     printcolumn(name = "Webhook", type_ = "string", json_path = ".spec.webhookRef.name"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version.name", description = "The event version deliveries are rendered in"),
     printcolumn(name = "Messages", type_ = "integer", json_path = ".status.messages.ready", description = "Messages ready in the work queue"),
     printcolumn(name = "DLQ", type_ = "integer", json_path = ".status.messages.deadLettered", description = "Messages in the dead-letter queue"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
@@ -39,7 +40,9 @@ pub struct SubscriptionSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.topicRef is immutable: the queue lives on that topic's broker; create a new Subscription for the other topic and delete this one once its queue has drained"))]
     pub topic_ref: LocalObjectReference,
 
-    /// Which of the topic's events to receive. Omit it to receive every event.
+    /// Which of the topic's events to receive. Omit it to receive every event of a topic,
+    /// fanout or headers topic; a direct topic delivers by exact routing key, so it needs
+    /// routingKeys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<SubscriptionFilter>,
 
@@ -48,8 +51,9 @@ pub struct SubscriptionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_ref: Option<LocalObjectReference>,
 
-    /// The event version deliveries are rendered in (see ApiVersionPolicy). Defaults to the
-    /// policy's current version.
+    /// The event version deliveries are rendered in: one of the versions of the topic's
+    /// ApiVersionPolicy. Defaults to the policy's current version. Changing it re-renders the
+    /// messages still waiting in the queue too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = super::VERSION_NAME_PATTERN))]
     pub event_version: Option<String>,
@@ -86,12 +90,13 @@ fn default_deletion_policy() -> DeletionPolicy {
 
 /// Which events of the topic a Subscription receives.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("has(self.routingKeys) != has(self.headers)").message("spec.filter: set either routingKeys (topic and direct topics) or headers (headers topics), not both; omit spec.filter to receive every event"))]
+#[x_kube(validation = Rule::new("has(self.routingKeys) != has(self.headers)").message("spec.filter: set either routingKeys (topic and direct topics) or headers (headers topics), not both; omit spec.filter to receive every event of a topic, fanout or headers topic"))]
 #[x_kube(validation = Rule::new("!has(self.match) || has(self.headers)").message("spec.filter.match applies to header matches only: remove it or add spec.filter.headers"))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionFilter {
-    /// Routing-key patterns for topic and direct topics, e.g. `order.*` or `order.#`. A word
-    /// `*` matches exactly one word and `#` zero or more.
+    /// Routing keys to receive: patterns on topic topics, e.g. `order.*` or `order.#`, where
+    /// a word `*` matches exactly one word and `#` zero or more; exact event types on direct
+    /// topics (a direct exchange does not expand `*` or `#`, so the operator refuses them there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 255)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
@@ -131,10 +136,12 @@ pub enum Ordering {
 pub struct RetryPolicy {
     /// The wait before each retry, one entry per retry (a retry queue per step). After the
     /// last step a failing message goes to the dead-letter queue. An empty schedule sends
-    /// failures straight to the dead-letter queue. Each step is between 1ms and 720h.
+    /// failures straight to the dead-letter queue. Each step is between 1ms and 720h, and no
+    /// shorter than the one before it.
     #[serde(default = "default_schedule")]
     #[schemars(length(max = MAX_RETRY_STEPS))]
     #[x_kube(validation = Rule::new("self.all(d, duration(d) >= duration('1ms') && duration(d) <= duration('720h'))").message("spec.retry.schedule: every step must be between 1ms and 720h"))]
+    #[x_kube(validation = Rule::new("self.map(d, duration(d)).isSorted()").message("spec.retry.schedule: each step must be at least as long as the one before it, e.g. [5s, 1m, 10m]"))]
     pub schedule: Vec<GoDuration>,
 }
 
@@ -157,16 +164,21 @@ pub fn default_schedule() -> Vec<GoDuration> {
 #[serde(rename_all = "camelCase")]
 pub struct QueueLimits {
     /// Maximum number of messages in the work queue; see overflow for what happens beyond it.
+    /// Lowering it below what the queue holds applies at once: with DropHead the oldest
+    /// messages beyond it are dead-lettered, with RejectPublish new ones are refused until
+    /// the queue is under it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_length: Option<i64>,
 
-    /// Maximum total size of the message bodies in the work queue, in bytes.
+    /// Maximum total size of the message bodies in the work queue, in bytes; lowering it
+    /// below what the queue holds takes effect at once, like maxLength.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_length_bytes: Option<i64>,
 
     /// How long a message may wait in the work queue before it is dead-lettered, e.g. `168h`.
+    /// Shortening it dead-letters at once every waiting message already older than the new TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.queue.messageTtl must be at least 1s"))]
     pub message_ttl: Option<GoDuration>,
@@ -212,12 +224,14 @@ pub enum Overflow {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterLimits {
-    /// Maximum number of messages kept in the dead-letter queue (oldest dropped beyond it).
+    /// Maximum number of messages kept in the dead-letter queue: beyond it the oldest are
+    /// dropped, for good. Lowering it below what the queue holds drops the excess at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_length: Option<i64>,
 
-    /// How long a dead-lettered message is kept, e.g. `336h`.
+    /// How long a dead-lettered message is kept, e.g. `336h`; older ones are dropped for good,
+    /// including, at once, those already older when it is shortened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.deadLetter.messageTtl must be at least 1s"))]
     pub message_ttl: Option<GoDuration>,
@@ -244,7 +258,8 @@ pub struct SubscriptionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<String>,
 
-    /// The broker the queues live on, the topic's: `default`, or `<namespace>/<secret>`.
+    /// The broker the queues live on, the topic's: `default`, or the name of the topic's
+    /// broker Secret (in this namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
 
@@ -269,6 +284,24 @@ pub struct SubscriptionStatus {
     /// The last dead-letter redrive handled (annotation sluice.dev/redrive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redrive: Option<RedriveStatus>,
+
+    /// The event version deliveries are rendered in (spec.eventVersion, or the policy's
+    /// current one) and its state; absent when the topic has no ApiVersionPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ResolvedVersion>,
+}
+
+/// The event version a Subscription receives.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedVersion {
+    /// The version name.
+    pub name: String,
+    /// Its state by the clock: Current, Supported, Deprecated or Sunset.
+    pub state: super::api_version_policy::VersionState,
+    /// Its sunset date, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset_at: Option<Time>,
 }
 
 /// Message counts of a Subscription's queues.

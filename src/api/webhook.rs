@@ -48,12 +48,13 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
 
-    /// Extra HTTP headers sent with every request. The Standard Webhooks headers,
-    /// Content-Type, Host and the version headers are set by Sluice and cannot be overridden.
+    /// Extra HTTP headers sent with every request (at most 32): names are HTTP tokens, values
+    /// printable ASCII. The Standard Webhooks headers, Content-Type, Host and the version
+    /// headers are set by Sluice and cannot be overridden.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(schema_with = "headers_schema")]
     #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^[A-Za-z0-9!#$%&*+.^_|~-]+$'))").message("spec.headers: header names may contain only letters, digits and !#$%&*+.^_|~-"))]
-    #[x_kube(validation = Rule::new("self.all(k, !(k.lowerAscii() in ['content-type', 'content-length', 'host', 'user-agent', 'webhook-id', 'webhook-timestamp', 'webhook-signature', 'deprecation', 'sunset', 'link']))").message("spec.headers: Content-Type, Content-Length, Host, User-Agent, webhook-id, webhook-timestamp, webhook-signature, Deprecation, Sunset and Link are set by Sluice and cannot be overridden"))]
+    #[x_kube(validation = Rule::new("self.all(k, !(k.lowerAscii() in ['content-type', 'content-length', 'host', 'user-agent', 'webhook-id', 'webhook-timestamp', 'webhook-signature', 'event-version', 'deprecation', 'sunset', 'link']))").message("spec.headers: Content-Type, Content-Length, Host, User-Agent, webhook-id, webhook-timestamp, webhook-signature, event-version, Deprecation, Sunset and Link are set by Sluice and cannot be overridden"))]
     pub headers: BTreeMap<String, String>,
 
     /// Total time allowed for one attempt, from connecting to reading the response
@@ -95,6 +96,23 @@ pub struct WebhookSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 50))]
     pub replicas: i32,
+}
+
+/// At most 32 headers, each value at most 4096 characters of printable ASCII, spaces and tabs:
+/// a CR or LF would let a header value inject other headers.
+fn headers_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 4096,
+            "x-kubernetes-validations": [{
+                "rule": "self.matches('^[\\t\\x20-\\x7e]*$')",
+                "message": "spec.headers: header values may contain only printable ASCII, spaces and tabs (no CR, LF or other control characters)"
+            }]
+        }
+    })
 }
 
 fn default_timeout() -> GoDuration {

@@ -59,9 +59,24 @@ fn with_standard_fields(crd: CustomResourceDefinition) -> anyhow::Result<Value> 
         }));
         // The apiserver allows no description here; kubectl explain documents metadata itself.
         props.insert("metadata".into(), json!({ "type": "object" }));
+        let operation = "/schema/openAPIV3Schema/properties/spec/properties/versions/items/properties/changes/items/properties/patch/items";
+        if let Some(Value::Object(operation)) = version.pointer_mut(operation) {
+            operation.insert("anyOf".into(), value_required());
+        }
     }
     tidy(&mut value);
     Ok(value)
+}
+
+/// An ApiVersionPolicy patch operation's `value` is required for add, replace and test. It has
+/// no type, so CEL cannot see it; the schema says it. The first branch checks more than the
+/// second, so for an add without a value the apiserver reports the first branch's error,
+/// "spec.versions[1].changes[0].patch[0].value: Required value".
+fn value_required() -> Value {
+    json!([
+        {"required": ["value"], "properties": {"op": {"minLength": 1}, "path": {"maxLength": 512}}},
+        {"properties": {"op": {"enum": ["remove", "move", "copy"]}}}
+    ])
 }
 
 /// Rewraps doc-comment descriptions into paragraphs (kubectl explain wraps them itself) and

@@ -191,7 +191,7 @@ mod tests {
         CatalogEntry {
             event_type: "order.created".into(),
             description: None,
-            versions: vec![EventVersionSchema { name: "v1".into(), schema: Some(schema) }],
+            versions: vec![EventVersionSchema { name: "v1".into(), schema: Some(schema), examples: Vec::new() }],
         }
     }
 

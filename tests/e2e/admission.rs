@@ -234,6 +234,69 @@ fn invalid_on_create() -> Vec<(&'static str, &'static str, Value, &'static str)>
         ),
         (
             "ApiVersionPolicy",
+            "add-without-value",
+            json!({"topicRef": topic_ref(), "current": "v2", "versions": [{"name": "v2"}, {"name": "v1", "changes": [{"patch": [{"op": "add", "path": "/a"}]}]}]}),
+            "spec.versions[1].changes[0].patch[0].value: Required value",
+        ),
+        (
+            "ApiVersionPolicy",
+            "test-without-value",
+            json!({"topicRef": topic_ref(), "current": "v2", "versions": [{"name": "v2"}, {"name": "v1", "changes": [{"patch": [{"op": "test", "path": "/a"}]}]}]}),
+            "spec.versions[1].changes[0].patch[0].value: Required value",
+        ),
+        (
+            "ApiVersionPolicy",
+            "older-successor",
+            json!({"topicRef": topic_ref(), "current": "v3", "versions": [{"name": "v3"},
+                   {"name": "v2", "deprecatedAt": "2026-06-01T00:00:00Z", "successor": "v1"}, {"name": "v1"}]}),
+            "a successor must be newer than its version",
+        ),
+        (
+            "ApiVersionPolicy",
+            "successor-cycle",
+            json!({"topicRef": topic_ref(), "current": "v3", "versions": [{"name": "v3"},
+                   {"name": "v2", "deprecatedAt": "2026-06-01T00:00:00Z", "successor": "v1"},
+                   {"name": "v1", "deprecatedAt": "2026-06-01T00:00:00Z", "successor": "v2"}]}),
+            "a successor must be newer than its version",
+        ),
+        (
+            "ApiVersionPolicy",
+            "dotted-version",
+            json!({"topicRef": topic_ref(), "current": "1.0.0..", "versions": [{"name": "1.0.0.."}]}),
+            "spec.versions[0].name in body should match",
+        ),
+        (
+            "ApiVersionPolicy",
+            "orders.versions",
+            json!({"topicRef": topic_ref(), "current": "v1", "versions": [{"name": "v1"}]}),
+            "metadata.name must be a DNS label",
+        ),
+        (
+            "Webhook",
+            "header-injection",
+            json!({"url": "https://h.example/x", "headers": {"X-Team": "billing\r\nX-Injected: 1"}}),
+            "header values may contain only printable ASCII",
+        ),
+        (
+            "Webhook",
+            "header-name",
+            json!({"url": "https://h.example/x", "headers": {"X Team": "billing"}}),
+            "header names may contain only letters, digits",
+        ),
+        (
+            "Webhook",
+            "own-version-header",
+            json!({"url": "https://h.example/x", "headers": {"Event-Version": "v1"}}),
+            "are set by Sluice and cannot be overridden",
+        ),
+        (
+            "Subscription",
+            "shrinking-ladder",
+            json!({"topicRef": topic_ref(), "retry": {"schedule": ["5s", "1m", "30s"]}}),
+            "each step must be at least as long as the one before it",
+        ),
+        (
+            "ApiVersionPolicy",
             "maybe",
             json!({"topicRef": topic_ref(), "current": "v2", "enforcement": "Maybe", "versions": [{"name": "v2"}]}),
             r#"Unsupported value: "Maybe""#,
@@ -325,7 +388,8 @@ async fn the_documented_examples_are_accepted_with_their_defaults() {
     let valid = [
         (
             "EventTopic",
-            json!({"type": "topic", "events": [{"type": "order.created", "versions": [{"name": "v2", "schema": {"type": "object"}}]}]}),
+            json!({"type": "topic", "events": [{"type": "order.created", "versions": [{"name": "v2", "schema": {"type": "object"},
+                   "examples": [{"id": "o-1", "customer": {"id": "c-1"}}]}]}]}),
         ),
         (
             "Subscription",
