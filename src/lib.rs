@@ -4,6 +4,7 @@
 //! - [`api`]: the custom resources (one module per kind);
 //! - [`controller`]: one reconcile driver per kind;
 //! - [`topology`]: pure builders of the desired broker objects;
+//! - [`versions`]: event versions, pure: catalogs, version chains, states by the clock;
 //! - [`broker`]: RabbitMQ connections, the management API client, applying topology;
 //! - [`dispatch`]: the webhook dispatcher (consume, sign, deliver, retry, dead-letter);
 //! - [`workload`]: pure builders of the dispatcher Deployment and its ConfigMap, Secret, RBAC;
@@ -19,4 +20,5 @@ pub mod dispatch;
 pub mod leader;
 pub mod telemetry;
 pub mod topology;
+pub mod versions;
 pub mod workload;
