@@ -18,7 +18,8 @@ pub enum Outcome {
     Ready { reason: &'static str, message: String },
     /// Not there yet, and retrying by itself (a broker that is down, a missing reference).
     Progressing { reason: &'static str, message: String },
-    /// Cannot converge until a human changes something; still retried with backoff.
+    /// Cannot converge until a human changes something. Retried with backoff in case the cause
+    /// goes away, unless only a change to the object (or one it watches) can fix it.
     Stalled { reason: &'static str, message: String },
 }
 

@@ -23,6 +23,24 @@ pub enum Error {
     WebhookNotFound(String),
     #[error("{0}")]
     SigningSecret(String),
+    /// A policy's topic does not exist (yet).
+    #[error("{0}")]
+    TopicNotFound(String),
+    /// A second policy for a topic another one already governs.
+    #[error("{0}")]
+    Conflict(String),
+    /// A catalog example does not survive the policy's version chain.
+    #[error("{0}")]
+    ConversionInvalid(String),
+    /// A Subscription's spec.eventVersion does not resolve.
+    #[error(transparent)]
+    Pin(#[from] crate::versions::lifecycle::PinError),
+    /// The policy governing a Subscription's topic is not Ready for its current spec.
+    #[error("{0}")]
+    VersionPolicyNotReady(String),
+    /// A Subscription is pinned to a version past its sunset, under enforcement Block.
+    #[error("{0}")]
+    VersionSunset(String),
     #[error("failed to {action}: {source}")]
     Kube {
         action: &'static str,
@@ -61,24 +79,41 @@ impl Error {
             Self::TopicNotReady(_) => "TopicNotReady",
             Self::WebhookNotFound(_) => "WebhookNotFound",
             Self::SigningSecret(_) => "SigningSecretInvalid",
+            Self::TopicNotFound(_) => "TopicNotFound",
+            Self::Conflict(_) => "Conflict",
+            Self::ConversionInvalid(_) => "ConversionInvalid",
+            Self::Pin(crate::versions::lifecycle::PinError::NoVersionPolicy { .. }) => "NoVersionPolicy",
+            Self::Pin(crate::versions::lifecycle::PinError::UnknownVersion { .. }) => "UnknownVersion",
+            Self::VersionPolicyNotReady(_) => "VersionPolicyNotReady",
+            Self::VersionSunset(_) => "VersionSunset",
             Self::Kube { .. } | Self::Finalizer(_) => "KubeApiError",
             Self::StaleObject => "StaleObject",
             Self::NotNamespaced => "NotNamespaced",
         }
     }
 
-    /// A human must act before this can succeed (kstatus `Stalled`); the controller still
-    /// retries with backoff in case the cause goes away.
+    /// A human must act before this can succeed (kstatus `Stalled`). The controller retries
+    /// with backoff in case the cause goes away, except for [`Error::awaits_change`] errors,
+    /// which only a change to the object (or one it watches) can fix.
     pub fn needs_human(&self) -> bool {
         match self {
             Self::Broker(e) => e.needs_human(),
             Self::Resolve(e) => !matches!(**e, ResolveError::ReadSecret { .. } | ResolveError::Client(_)),
-            Self::InvalidSpec(_) | Self::NotNamespaced | Self::Filter(_) | Self::SigningSecret(_) => true,
+            Self::InvalidSpec(_)
+            | Self::NotNamespaced
+            | Self::Filter(_)
+            | Self::SigningSecret(_)
+            | Self::Conflict(_)
+            | Self::ConversionInvalid(_)
+            | Self::Pin(_)
+            | Self::VersionSunset(_) => true,
             Self::BrokerUnavailable(_)
             | Self::Kube { .. }
             | Self::Finalizer(_)
             | Self::StaleObject
             | Self::TopicNotReady(_)
+            | Self::TopicNotFound(_)
+            | Self::VersionPolicyNotReady(_)
             | Self::WebhookNotFound(_) => false,
         }
     }
@@ -92,6 +127,12 @@ impl Error {
                 | Self::Filter(_)
                 | Self::TopicNotReady(_)
                 | Self::WebhookNotFound(_)
+                | Self::TopicNotFound(_)
+                | Self::Conflict(_)
+                | Self::ConversionInvalid(_)
+                | Self::Pin(_)
+                | Self::VersionPolicyNotReady(_)
+                | Self::VersionSunset(_)
         )
     }
 

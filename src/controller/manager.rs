@@ -21,9 +21,9 @@ use tracing::{debug, info, warn};
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use super::{Context, Reconciled, conditions, error_policy, event_topic, subscription, webhook};
+use super::{Context, Reconciled, api_version_policy, conditions, error_policy, event_topic, subscription, webhook};
 use crate::{
-    api::{EventTopic, Subscription, Webhook},
+    api::{ApiVersionPolicy, EventTopic, Subscription, Webhook},
     broker::BrokerKey,
     telemetry::{health::Health, metrics::ControllerMetrics},
     workload::dispatcher,
@@ -58,7 +58,29 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
         .watches_stream(created_or_deleted(Api::<Webhook>::all(client.clone())), move |webhook| {
             referring(&by_webhook, &webhook, |s| s.spec.webhook_ref.as_ref().map_or("", |w| w.name.as_str()))
         })
+        // A policy that appears, changes or turns Ready (or not) changes the version they resolve.
+        .watches_stream(changes_of(Api::<ApiVersionPolicy>::all(client.clone()), readiness_digest), {
+            let subs = sub_store.clone();
+            move |policy| on_topic(&subs, policy.namespace().as_deref(), &policy.spec.topic_ref.name)
+        })
         .reconcile_all_on(broker_changes(ctx.brokers.subscribe()))
+        .graceful_shutdown_on(stop.clone().cancelled_owned());
+
+    // A policy is woken by its topic (the catalog's examples), the Subscriptions on that topic
+    // (their pins make the board) and the other policies naming the same topic (conflicts).
+    let (changes, policy_store) = reconcile_worthy(Api::<ApiVersionPolicy>::all(client.clone()), |_| None);
+    let (by_topic, by_sub, by_sibling) = (policy_store.clone(), policy_store.clone(), policy_store.clone());
+    let policies = Controller::for_stream(changes, policy_store.clone())
+        .with_config(config.clone())
+        .watches_stream(created_or_deleted(Api::<EventTopic>::all(client.clone())), move |topic| {
+            governing_candidates(&by_topic, topic.namespace().as_deref(), &topic.name_any())
+        })
+        .watches_stream(created_or_deleted(Api::<Subscription>::all(client.clone())), move |sub| {
+            governing_candidates(&by_sub, sub.namespace().as_deref(), &sub.spec.topic_ref.name)
+        })
+        .watches_stream(created_or_deleted(Api::<ApiVersionPolicy>::all(client.clone())), move |policy| {
+            governing_candidates(&by_sibling, policy.namespace().as_deref(), &policy.spec.topic_ref.name)
+        })
         .graceful_shutdown_on(stop.clone().cancelled_owned());
 
     // A Webhook is also woken by its dispatchers' reports (to summarize them within seconds),
@@ -76,6 +98,15 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
             by_deployment.webhooks.invalidate(webhook::fresh_key(&namespace, &owner.name));
             Some(ObjectRef::<Webhook>::new(&owner.name).within(&namespace))
         })
+        // A topic's catalog or policy changing changes how its Subscriptions' events are rendered.
+        .watches_stream(created_or_deleted(Api::<EventTopic>::all(client.clone())), {
+            let (ctx, subs) = (ctx.clone(), sub_store.clone());
+            move |topic| webhooks_rendering(&ctx, &subs, topic.namespace(), &topic.name_any())
+        })
+        .watches_stream(changes_of(Api::<ApiVersionPolicy>::all(client.clone()), readiness_digest), {
+            let (ctx, subs) = (ctx.clone(), sub_store.clone());
+            move |policy| webhooks_rendering(&ctx, &subs, policy.namespace(), &policy.spec.topic_ref.name)
+        })
         .watches(Api::<Subscription>::all(client), watcher::Config::default(), {
             let targets = Targets::default();
             move |sub| {
@@ -92,20 +123,23 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
     for kind in [event_topic::KIND, subscription::KIND] {
         ctx.metrics.drift_repaired(kind, 0);
     }
-    let (t, s, h) = (topic_store.clone(), sub_store.clone(), hook_store.clone());
+    let (t, s, h, p) = (topic_store.clone(), sub_store.clone(), hook_store.clone(), policy_store.clone());
     tokio::spawn(async move {
-        tokio::join!(synced(t), synced(s), synced(h));
+        tokio::join!(synced(t), synced(s), synced(h), synced(p));
         info!("Initial watch sync done.");
         health.set_synced(true);
     });
     tokio::spawn(count_resources(event_topic::KIND, topic_store, ctx.metrics.clone(), stop.clone()));
     tokio::spawn(count_resources(subscription::KIND, sub_store, ctx.metrics.clone(), stop.clone()));
     tokio::spawn(count_resources(webhook::KIND, hook_store, ctx.metrics.clone(), stop.clone()));
+    tokio::spawn(count_resources(api_version_policy::KIND, policy_store.clone(), ctx.metrics.clone(), stop.clone()));
+    tokio::spawn(export_versions(policy_store, ctx.metrics.clone(), stop.clone()));
     info!("Controllers started.");
     tokio::join!(
         drain(topics.run(event_topic::reconcile, error_policy, ctx.clone())),
         drain(subs.run(subscription::reconcile, error_policy, ctx.clone())),
-        drain(hooks.run(webhook::reconcile, error_policy, ctx)),
+        drain(hooks.run(webhook::reconcile, error_policy, ctx.clone())),
+        drain(policies.run(api_version_policy::reconcile, error_policy, ctx)),
     );
     info!("Controllers stopped.");
 }
@@ -172,13 +206,33 @@ fn created_or_deleted<K>(api: Api<K>) -> impl Stream<Item = Result<K, watcher::E
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    let mut seen: std::collections::HashMap<ObjectRef<K>, Option<i64>> = std::collections::HashMap::new();
+    changes_of(api, |o| o.meta().generation.map(i64::cast_unsigned).unwrap_or_default())
+}
+
+/// A policy's spec and whether it is Ready for it: what the Subscriptions and Webhooks of its
+/// topic act on (not the board it keeps in status).
+fn readiness_digest(policy: &ApiVersionPolicy) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    policy.metadata.generation.hash(&mut hasher);
+    if let Some(ready) = conditions::ready_condition(policy.conditions()) {
+        (&ready.status, &ready.reason, ready.observed_generation).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The objects of `api` when they are created, when `digest` changes, or when they are deleted.
+fn changes_of<K>(api: Api<K>, digest: fn(&K) -> u64) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let mut seen: std::collections::HashMap<ObjectRef<K>, u64> = std::collections::HashMap::new();
     watcher(api, watcher::Config::default()).default_backoff().filter_map(move |event| {
         let passed = match event {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let generation = o.meta().generation;
-                let before = seen.insert(ObjectRef::from_obj(&o), generation);
-                (before != Some(generation)).then_some(Ok(o))
+                let now = digest(&o);
+                let before = seen.insert(ObjectRef::from_obj(&o), now);
+                (before != Some(now)).then_some(Ok(o))
             }
             Ok(watcher::Event::Delete(o)) => {
                 seen.remove(&ObjectRef::from_obj(&o));
@@ -213,6 +267,91 @@ fn referring<K: Resource>(
         .filter(|s| s.namespace() == namespace && by(s) == name)
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
+}
+
+/// The Subscriptions of `topic` in `namespace`.
+fn on_topic(subs: &Store<Subscription>, namespace: Option<&str>, topic: &str) -> Vec<ObjectRef<Subscription>> {
+    subs.state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == namespace && s.spec.topic_ref.name == topic)
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// The policies naming `topic` in `namespace`: the ones whose governance or board `topic`'s
+/// change may affect.
+fn governing_candidates(
+    policies: &Store<ApiVersionPolicy>,
+    namespace: Option<&str>,
+    topic: &str,
+) -> Vec<ObjectRef<ApiVersionPolicy>> {
+    policies
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == namespace && p.spec.topic_ref.name == topic)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// The Webhooks delivering a Subscription of `topic` in `namespace`; their next reconcile is a
+/// full one, since the topic's rendering changed.
+fn webhooks_rendering(
+    ctx: &Context,
+    subs: &Store<Subscription>,
+    namespace: Option<String>,
+    topic: &str,
+) -> Vec<ObjectRef<Webhook>> {
+    let namespace = namespace.unwrap_or_default();
+    let mut hooks: Vec<String> = subs
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.spec.topic_ref.name == topic)
+        .filter_map(|s| s.spec.webhook_ref.as_ref().map(|w| w.name.clone()))
+        .collect();
+    hooks.sort();
+    hooks.dedup();
+    for hook in &hooks {
+        ctx.webhooks.invalidate(webhook::fresh_key(&namespace, hook));
+    }
+    hooks.into_iter().map(|hook| ObjectRef::<Webhook>::new(&hook).within(&namespace)).collect()
+}
+
+/// Exports every policy's board (from its status) and sunset dates (from its spec) as the
+/// version metrics, every few seconds; a deleted policy's series go with it.
+async fn export_versions(store: Store<ApiVersionPolicy>, metrics: Arc<ControllerMetrics>, stop: CancellationToken) {
+    use crate::telemetry::metrics::{SunsetLabels, VersionLabels};
+    loop {
+        let (mut board, mut sunsets) = (Vec::new(), Vec::new());
+        for policy in store.state() {
+            // A policy in conflict governs nothing; its board is empty.
+            let Some(status) = policy.status.as_ref() else { continue };
+            let (namespace, topic) = (policy.namespace().unwrap_or_default(), policy.spec.topic_ref.name.clone());
+            for v in &status.versions {
+                let labels = VersionLabels {
+                    namespace: namespace.clone(),
+                    topic: topic.clone(),
+                    version: v.name.clone(),
+                    state: v.state.as_str(),
+                };
+                board.push((labels, i64::from(v.subscriptions)));
+            }
+            if status.versions.is_empty() {
+                continue;
+            }
+            for v in policy.spec.versions.iter().filter(|v| v.sunset_at.is_some()) {
+                let at = v.sunset_at.as_ref().map_or(0, |t| t.0.as_second());
+                sunsets.push((
+                    SunsetLabels { namespace: namespace.clone(), topic: topic.clone(), version: v.name.clone() },
+                    at,
+                ));
+            }
+        }
+        metrics.set_versions(board, sunsets);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
 }
 
 /// The broker an EventTopic lives on.

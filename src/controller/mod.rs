@@ -1,6 +1,7 @@
 //! The controllers: one reconcile driver per kind, sharing a [`Context`] (clients, brokers,
 //! metrics, Events) and one error policy (per-object exponential backoff with jitter).
 
+pub mod api_version_policy;
 pub mod conditions;
 pub mod error;
 pub mod event_topic;

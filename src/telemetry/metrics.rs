@@ -1,7 +1,11 @@
 //! The controller's Prometheus metrics (DESIGN.md §5). Labels are bounded: a kind, a result,
 //! a category, a broker Secret — never an object name from a payload or a URL.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -45,6 +49,22 @@ pub struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub namespace: String,
+    pub topic: String,
+    pub version: String,
+    /// `Current`, `Supported`, `Deprecated` or `Sunset`.
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SunsetLabels {
+    pub namespace: String,
+    pub topic: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub operation: &'static str,
     pub outcome: &'static str,
@@ -66,6 +86,10 @@ pub struct ControllerMetrics {
     broker_up: Family<BrokerLabels, Gauge>,
     drift_repairs: Family<KindLabels, Counter>,
     queue_messages: Family<QueueLabels, Gauge>,
+    subscriptions_by_version: Family<VersionLabels, Gauge>,
+    version_sunset: Family<SunsetLabels, Gauge>,
+    /// The version series set last time, so the ones that are gone can be removed.
+    version_series: Arc<Mutex<(HashSet<VersionLabels>, HashSet<SunsetLabels>)>>,
     pub broker_requests: BrokerRequestMetrics,
 }
 
@@ -80,6 +104,9 @@ impl ControllerMetrics {
             broker_up: Family::default(),
             drift_repairs: Family::default(),
             queue_messages: Family::default(),
+            subscriptions_by_version: Family::default(),
+            version_sunset: Family::default(),
+            version_series: Arc::default(),
             broker_requests: BrokerRequestMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
@@ -105,6 +132,16 @@ impl ControllerMetrics {
             "queue_messages",
             "Messages in a Subscription's queues (work, retry, dlq), from the broker's statistics",
             metrics.queue_messages.clone(),
+        );
+        r.register(
+            "subscriptions_by_version",
+            "Subscriptions receiving each event version of a topic, by the version's state (the ApiVersionPolicy's migration board)",
+            metrics.subscriptions_by_version.clone(),
+        );
+        r.register(
+            "version_sunset_timestamp_seconds",
+            "When an event version of a topic reaches its sunset (Unix seconds)",
+            metrics.version_sunset.clone(),
         );
         r.register(
             "broker_requests",
@@ -145,6 +182,28 @@ impl ControllerMetrics {
             let labels = QueueLabels { namespace: namespace.to_owned(), subscription: subscription.to_owned(), queue };
             self.queue_messages.remove(&labels);
         }
+    }
+
+    /// Replaces every version series with `board` (Subscriptions per version and state) and
+    /// `sunsets` (sunset dates); series of versions or policies no longer there are removed.
+    pub fn set_versions(&self, board: Vec<(VersionLabels, i64)>, sunsets: Vec<(SunsetLabels, i64)>) {
+        let mut previous = self.version_series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut seen_board, mut seen_sunsets) = (HashSet::new(), HashSet::new());
+        for (labels, value) in board {
+            self.subscriptions_by_version.get_or_create(&labels).set(value);
+            seen_board.insert(labels);
+        }
+        for (labels, value) in sunsets {
+            self.version_sunset.get_or_create(&labels).set(value);
+            seen_sunsets.insert(labels);
+        }
+        for gone in previous.0.difference(&seen_board) {
+            self.subscriptions_by_version.remove(gone);
+        }
+        for gone in previous.1.difference(&seen_sunsets) {
+            self.version_sunset.remove(gone);
+        }
+        *previous = (seen_board, seen_sunsets);
     }
 
     /// Sets the number of `kind` resources per Ready status (`true`, `false`, `unknown`).

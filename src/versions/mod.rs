@@ -55,8 +55,17 @@ pub struct PolicyVersions {
 }
 
 impl TopicVersions {
-    /// The rendering parts of a topic's catalog and policy.
+    /// The rendering parts of a topic's catalog and policy (what a dispatcher needs).
     pub fn new(events: &[EventType], policy: Option<&ApiVersionPolicySpec>) -> Self {
+        Self::of(events, policy, false)
+    }
+
+    /// The same, with the catalog's examples (what the dry run needs).
+    pub fn with_examples(events: &[EventType], policy: Option<&ApiVersionPolicySpec>) -> Self {
+        Self::of(events, policy, true)
+    }
+
+    fn of(events: &[EventType], policy: Option<&ApiVersionPolicySpec>, examples: bool) -> Self {
         let events = events
             .iter()
             .map(|e| EventType {
@@ -68,7 +77,7 @@ impl TopicVersions {
                     .map(|v| EventVersionSchema {
                         name: v.name.clone(),
                         schema: v.schema.clone(),
-                        examples: Vec::new(),
+                        examples: if examples { v.examples.clone() } else { Vec::new() },
                     })
                     .collect(),
             })

@@ -4,6 +4,7 @@
 //! queues; `deletionPolicy` (Retain by default) decides whether they go too.
 
 mod apply;
+mod version;
 
 use std::sync::Arc;
 
@@ -20,11 +21,14 @@ use tracing::{info, instrument};
 
 use super::{
     Context, Error,
-    conditions::{Outcome, ready_condition},
+    conditions::{Conditions, Outcome, ready_condition},
     status, topic_broker,
 };
 use crate::{
-    api::{DeletionPolicy, EventTopic, Subscription, SubscriptionStatus, Webhook, subscription::RedriveStatus},
+    api::{
+        DeletionPolicy, EventTopic, Subscription, SubscriptionStatus, Webhook, api_version_policy::VersionState,
+        subscription::RedriveStatus,
+    },
     broker::{
         Broker, BrokerKey,
         mover::{Headers, move_messages},
@@ -37,6 +41,8 @@ use crate::{
 };
 
 pub const KIND: &str = "Subscription";
+/// How long after its version's deprecation or sunset instant a Subscription is looked at again.
+const TRANSITION_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
 const FINALIZER: &str = "sluice.dev/queues";
 /// Setting this annotation to a new value moves the dead-letter queue back to the work queue.
 pub const REDRIVE_ANNOTATION: &str = "sluice.dev/redrive";
@@ -69,6 +75,8 @@ struct Converged {
     redrive: Option<RedriveStatus>,
     /// Set when the queues are in place but deliveries cannot start yet.
     waiting: Option<Error>,
+    /// The event version it receives.
+    version: version::Assessed,
 }
 
 async fn reconcile_live(api: &Api<Subscription>, sub: &Subscription, ctx: &Context) -> Result<Action, Error> {
@@ -89,6 +97,18 @@ async fn reconcile_live(api: &Api<Subscription>, sub: &Subscription, ctx: &Conte
 
     let mut next = status::with_outcome(sub, &previous, &outcome);
     if let Ok(c) = &result {
+        next.version.clone_from(&c.version.resolved);
+        let mut conditions = Conditions::from_status(&next.conditions, sub.metadata.generation, Timestamp::now());
+        match &c.version.sunset {
+            Some(message) => {
+                conditions.set(version::VERSION_SUNSET, true, "VersionSunset", message);
+            }
+            None if c.version.resolved.is_some() || conditions.get(version::VERSION_SUNSET).is_some() => {
+                conditions.set(version::VERSION_SUNSET, false, "NotSunset", "");
+            }
+            None => {}
+        }
+        next.conditions = conditions.into_vec();
         let t = &c.topology;
         next.queue = Some(t.work_queue.name.clone());
         next.dead_letter_queue = Some(t.dead_letter_queue.name.clone());
@@ -111,7 +131,14 @@ async fn reconcile_live(api: &Api<Subscription>, sub: &Subscription, ctx: &Conte
         );
     }
     status::apply_status(api, &sub.name_any(), Some(&previous), &next).await?;
-    result.map(|_| ctx.resync())
+    result.map(|c| {
+        // A version's state follows the clock: look again right after it changes.
+        let now = Timestamp::now();
+        match c.version.next_transition.map(|at| at.duration_since(now).unsigned_abs()) {
+            Some(wait) if wait < ctx.settings.resync => Action::requeue(wait + TRANSITION_MARGIN),
+            _ => ctx.resync(),
+        }
+    })
 }
 
 async fn converge(sub: &Subscription, ctx: &Context) -> Result<Converged, Error> {
@@ -128,8 +155,12 @@ async fn converge(sub: &Subscription, ctx: &Context) -> Result<Converged, Error>
     broker.ensure_up()?;
     let applied = apply::apply(&broker, &namespace, &name, &topology, &leftovers(sub)).await?;
     let redrive = redrive(sub, &broker, &topology).await?;
-    let waiting = missing_webhook(sub, ctx, &namespace).await?;
-    Ok(Converged { topology, broker: key.to_string(), applied, redrive, waiting })
+    let mut version = version::check(sub, ctx, &namespace, &topology.work_queue.name).await?;
+    let waiting = match version.problem.take() {
+        Some(problem) => Some(problem),
+        None => missing_webhook(sub, ctx, &namespace).await?,
+    };
+    Ok(Converged { topology, broker: key.to_string(), applied, redrive, waiting, version })
 }
 
 /// After a successful apply of this very spec, status names every retry queue there is;
@@ -221,6 +252,7 @@ async fn report_events(
     let was = ready_condition(&previous.conditions);
     if let Ok(c) = result {
         report_changes(sub, ctx, previous, c).await;
+        report_version(sub, ctx, previous, &c.version).await;
         if c.waiting.is_none() && was.is_some_and(|w| w.status == "False") {
             let note = format!("Queue {} is bound and ready again", c.topology.work_queue.name);
             ctx.publish(sub, EventType::Normal, "Recovered", "Reconcile", note).await;
@@ -274,6 +306,28 @@ async fn report_changes(sub: &Subscription, ctx: &Context, previous: &Subscripti
             r.moved, c.topology.dead_letter_queue.name, c.topology.work_queue.name, r.value
         );
         ctx.publish(sub, EventType::Normal, "Redriven", "Redrive", note).await;
+    }
+}
+
+/// Events when the Subscription's version becomes deprecated, or passes its sunset under Warn
+/// (under Block, the Ready reason VersionSunset carries the Event).
+async fn report_version(
+    sub: &Subscription,
+    ctx: &Context,
+    previous: &SubscriptionStatus,
+    assessed: &version::Assessed,
+) {
+    let Some(now) = &assessed.resolved else { return };
+    let before = previous.version.as_ref().filter(|v| v.name == now.name).map(|v| v.state);
+    let was_sunset = previous.conditions.iter().any(|c| c.type_ == version::VERSION_SUNSET && c.status == "True");
+    if let Some(message) = assessed.sunset.as_ref().filter(|_| !was_sunset && !assessed.blocked) {
+        ctx.publish(sub, EventType::Warning, "VersionSunset", "Deliver", message.clone()).await;
+    } else if now.state == VersionState::Deprecated && before != Some(VersionState::Deprecated) {
+        let note = format!(
+            "Deliveries are rendered in deprecated {}: move spec.eventVersion to a newer version",
+            version::describe(now)
+        );
+        ctx.publish(sub, EventType::Warning, "VersionDeprecated", "Deliver", note).await;
     }
 }
 
