@@ -276,6 +276,12 @@ pub struct WebhookStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_generation: Option<i64>,
 
+    /// Subscriptions targeting this Webhook that it does not deliver, because their topics live
+    /// on another broker than its dispatcher's (the broker of its oldest Subscription): one
+    /// dispatcher connects to one broker. Point them at a Webhook of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_conflicts: Vec<String>,
+
     /// Counts of dispatcher pods that no longer exist, kept so the totals never go back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<DeliveryCounts>,

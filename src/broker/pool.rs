@@ -29,10 +29,35 @@ const PROBE_DOWN: Duration = Duration::from_secs(2);
 const IDLE_EXPIRY: Duration = Duration::from_secs(15 * 60);
 
 /// Which broker: the operator's default, or a Secret named by an EventTopic.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BrokerKey {
+    #[default]
     Default,
-    Secret { namespace: String, name: String },
+    Secret {
+        namespace: String,
+        name: String,
+    },
+}
+
+impl BrokerKey {
+    /// How a resource's status names its broker: `default`, or the Secret's name (which lives
+    /// in the resource's own namespace).
+    pub fn status_name(&self) -> &str {
+        match self {
+            Self::Default => "default",
+            Self::Secret { name, .. } => name,
+        }
+    }
+
+    /// The broker a status in `namespace` names (see [`BrokerKey::status_name`]); also reads the
+    /// `<namespace>/<secret>` form earlier versions wrote.
+    pub fn from_status(namespace: &str, text: &str) -> Self {
+        match (text, text.split_once('/')) {
+            ("default", _) => Self::Default,
+            (_, Some((namespace, name))) => Self::Secret { namespace: namespace.to_owned(), name: name.to_owned() },
+            (name, None) => Self::Secret { namespace: namespace.to_owned(), name: name.to_owned() },
+        }
+    }
 }
 
 impl fmt::Display for BrokerKey {

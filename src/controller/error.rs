@@ -41,6 +41,9 @@ pub enum Error {
     /// A Subscription is pinned to a version past its sunset, under enforcement Block.
     #[error("{0}")]
     VersionSunset(String),
+    /// A Subscription's Webhook delivers from another broker than its topic's.
+    #[error("{0}")]
+    WebhookOnOtherBroker(String),
     #[error("failed to {action}: {source}")]
     Kube {
         action: &'static str,
@@ -86,6 +89,7 @@ impl Error {
             Self::Pin(crate::versions::lifecycle::PinError::UnknownVersion { .. }) => "UnknownVersion",
             Self::VersionPolicyNotReady(_) => "VersionPolicyNotReady",
             Self::VersionSunset(_) => "VersionSunset",
+            Self::WebhookOnOtherBroker(_) => "WebhookOnOtherBroker",
             Self::Kube { .. } | Self::Finalizer(_) => "KubeApiError",
             Self::StaleObject => "StaleObject",
             Self::NotNamespaced => "NotNamespaced",
@@ -106,7 +110,8 @@ impl Error {
             | Self::Conflict(_)
             | Self::ConversionInvalid(_)
             | Self::Pin(_)
-            | Self::VersionSunset(_) => true,
+            | Self::VersionSunset(_)
+            | Self::WebhookOnOtherBroker(_) => true,
             Self::BrokerUnavailable(_)
             | Self::Kube { .. }
             | Self::Finalizer(_)
@@ -133,6 +138,7 @@ impl Error {
                 | Self::Pin(_)
                 | Self::VersionPolicyNotReady(_)
                 | Self::VersionSunset(_)
+                | Self::WebhookOnOtherBroker(_)
         )
     }
 

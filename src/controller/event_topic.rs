@@ -87,7 +87,7 @@ async fn converge(topic: &EventTopic, ctx: &Context) -> Result<Converged, Error>
     broker.ensure_up()?;
     let topology = desired(&namespace, &topic.name_any(), topic.spec.exchange_type);
     let report = sync_topology(&broker.management, &topology.topology).await?;
-    Ok(Converged { topology, broker: key.to_string(), report })
+    Ok(Converged { topology, broker: key.status_name().to_owned(), report })
 }
 
 /// Every schema in the catalog must compile; dispatchers validate payloads with them.

@@ -54,8 +54,9 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
         .watches(Api::<EventTopic>::all(client.clone()), watcher::Config::default(), move |topic| {
             referring(&by_topic, &topic, |s| &s.spec.topic_ref.name)
         })
-        // Only a Webhook appearing or going matters to a Subscription, not its status reports.
-        .watches_stream(created_or_deleted(Api::<Webhook>::all(client.clone())), move |webhook| {
+        // A Webhook appearing or going matters to a Subscription, and the broker conflicts it
+        // reports, not its delivery reports.
+        .watches_stream(changes_of(Api::<Webhook>::all(client.clone()), conflicts_digest), move |webhook| {
             referring(&by_webhook, &webhook, |s| s.spec.webhook_ref.as_ref().map_or("", |w| w.name.as_str()))
         })
         // A policy that appears, changes or turns Ready (or not) changes the version they resolve.
@@ -207,6 +208,15 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     changes_of(api, |o| o.meta().generation.map(i64::cast_unsigned).unwrap_or_default())
+}
+
+/// A Webhook's spec and the Subscriptions it leaves out for living on another broker.
+fn conflicts_digest(webhook: &Webhook) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    webhook.metadata.generation.hash(&mut hasher);
+    webhook.status.as_ref().map(|s| &s.broker_conflicts).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A policy's spec and whether it is Ready for it: what the Subscriptions and Webhooks of its

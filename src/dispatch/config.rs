@@ -7,6 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use crate::versions::TopicVersions;
+
 /// Everything a dispatcher needs besides its secrets.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +42,10 @@ pub struct DispatchConfig {
     /// The Subscriptions delivering to this Webhook.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionRoute>,
+    /// How each topic's events are rendered (its catalog and version policy), for the topics
+    /// of these Subscriptions that have either; the others pass bodies through untouched.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub topics: BTreeMap<String, TopicVersions>,
 }
 
 /// One Subscription's queues as the dispatcher uses them.
@@ -58,6 +64,12 @@ pub struct SubscriptionRoute {
     /// One message at a time, retried in place (single active consumer).
     #[serde(default)]
     pub ordered: bool,
+    /// The topic, when its events are rendered (a key of [`DispatchConfig::topics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The event version deliveries are rendered in (one of the topic policy's versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -132,7 +144,19 @@ impl DispatchConfig {
         if self.max_in_flight == 0 {
             return Err(ConfigError::Invalid("maxInFlight must be at least 1".into()));
         }
+        for (name, value) in &self.headers {
+            let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && reqwest::header::HeaderValue::from_str(value).is_ok();
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "header {name:?}: names must be HTTP tokens and values printable ASCII"
+                )));
+            }
+        }
         for s in &self.subscriptions {
+            if let Some(topic) = s.topic.as_ref().filter(|t| !self.topics.contains_key(*t)) {
+                return Err(ConfigError::Invalid(format!("subscription {}: topic {topic} has no rendering", s.name)));
+            }
             if s.retry_queues.len() != s.schedule.len() {
                 return Err(ConfigError::Invalid(format!(
                     "subscription {}: {} retry queues for {} schedule steps",

@@ -92,6 +92,8 @@ pub enum Onward<'a> {
     Retry { step: usize, result: &'a Attempt },
     /// To the dead-letter queue, after the attempt `result`.
     DeadLetter { reason: DeadLetterReason, result: &'a Attempt },
+    /// To the dead-letter queue before any attempt: the payload could not be rendered.
+    Unrenderable { reason: DeadLetterReason, detail: &'a str },
 }
 
 /// The properties of the re-published copy: the original ones, the event id as message id,
@@ -108,6 +110,10 @@ pub fn onward(properties: &BasicProperties, envelope: &Envelope, next: &Onward<'
             (Some(*result), None)
         }
         Onward::DeadLetter { reason, result } => (Some(*result), Some(*reason)),
+        Onward::Unrenderable { reason, detail } => {
+            set(LAST_ERROR_HEADER, AMQPValue::LongString((*detail).into()));
+            (None, Some(*reason))
+        }
     };
     if let Some(result) = result {
         set(ATTEMPT_HEADER, AMQPValue::LongUInt(envelope.attempt));
@@ -219,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_letter_says_why() {
+    fn a_dead_letter_says_why_and_an_unrenderable_one_says_what_to_fix() {
         let p = BasicProperties::default();
         let e = Envelope::read("order.created", &p, b"{}", 0);
         let dead = onward(
@@ -233,6 +239,12 @@ mod tests {
             header(&dead, LAST_ERROR_HEADER),
             Some(&AMQPValue::LongString("refused by the egress guard".into()))
         );
+        let detail =
+            r#"order.created v2 does not satisfy its schema at /id: 42 is not of type "string" (keyword type)"#;
+        let bad = onward(&p, &e, &Onward::Unrenderable { reason: DeadLetterReason::SchemaInvalid, detail }, 7);
+        assert_eq!(header(&bad, REASON_HEADER), Some(&AMQPValue::LongString("schema-invalid".into())));
+        assert_eq!(header(&bad, LAST_ERROR_HEADER), Some(&AMQPValue::LongString(detail.into())));
+        assert_eq!(header(&bad, ATTEMPT_HEADER), None, "never attempted");
     }
 
     #[test]

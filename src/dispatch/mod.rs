@@ -12,6 +12,7 @@
 //! - [`rate_limit`]: the token-bucket rate limit;
 //! - [`circuit`]: the circuit breaker;
 //! - [`report`]: the delivery status each pod reports to its Webhook;
+//! - [`route`]: a Subscription as the dispatcher runs it, and rendering its events;
 //! - [`worker`]: the delivery loop.
 
 pub mod backlog;
@@ -23,5 +24,6 @@ pub mod metrics;
 pub mod outcome;
 pub mod rate_limit;
 pub mod report;
+pub mod route;
 pub mod signing;
 pub mod worker;

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::versions::RenderError;
+
 /// How an attempt ended, as the HTTP client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -27,6 +29,14 @@ pub enum DeadLetterReason {
     RetriesExhausted,
     /// The egress guard refused the endpoint's addresses.
     EgressRefused,
+    /// The payload does not satisfy its own version's schema (or is not JSON).
+    SchemaInvalid,
+    /// A version change did not apply, or its result does not satisfy the target's schema.
+    ConversionFailed,
+    /// The payload's version is unknown to the policy, or older than the Subscription's.
+    VersionUnavailable,
+    /// Not JSON, on a topic with an event catalog or a version policy.
+    UnsupportedContentType,
 }
 
 impl DeadLetterReason {
@@ -35,6 +45,20 @@ impl DeadLetterReason {
             Self::NonRetryableStatus => "non-retryable-status",
             Self::RetriesExhausted => "retries-exhausted",
             Self::EgressRefused => "egress-refused",
+            Self::SchemaInvalid => "schema-invalid",
+            Self::ConversionFailed => "conversion-failed",
+            Self::VersionUnavailable => "version-unavailable",
+            Self::UnsupportedContentType => "unsupported-content-type",
+        }
+    }
+
+    /// Why a message that could not be rendered is dead-lettered.
+    pub fn of(error: &RenderError) -> Self {
+        match error {
+            RenderError::SchemaInvalid(_) => Self::SchemaInvalid,
+            RenderError::ConversionFailed(_) => Self::ConversionFailed,
+            RenderError::VersionUnavailable(_) => Self::VersionUnavailable,
+            RenderError::UnsupportedContentType(_) => Self::UnsupportedContentType,
         }
     }
 }
@@ -52,11 +76,12 @@ pub enum Verdict {
     Gone,
 }
 
-/// Judges an attempt. `attempt` counts this one (1 for the first delivery); `schedule` is the
-/// Subscription's retry delays. A retry goes to the next step, or further down the schedule
-/// when the endpoint asked (`Retry-After`) for more time than that step waits, but never past
-/// the last step.
-pub fn judge(result: &Attempt, attempt: u32, schedule: &[Duration]) -> Verdict {
+/// Judges an attempt. `attempt` counts this one (1 for the first delivery); `last_step` is the
+/// retry step (0-based) the message last waited in, if any; `schedule` is the Subscription's
+/// retry delays. A retry goes to the step after both the attempts made and the last step used
+/// (a `Retry-After` may have skipped ahead), or further down the schedule when the endpoint
+/// asked for more time than that step waits, but never past the last step.
+pub fn judge(result: &Attempt, attempt: u32, last_step: Option<usize>, schedule: &[Duration]) -> Verdict {
     let retry_after = match result {
         Attempt::Status { code: 200..=299, .. } => return Verdict::Delivered,
         Attempt::Status { code: 410, .. } => return Verdict::Gone,
@@ -65,7 +90,8 @@ pub fn judge(result: &Attempt, attempt: u32, schedule: &[Duration]) -> Verdict {
         Attempt::Refused => return Verdict::DeadLetter(DeadLetterReason::EgressRefused),
         Attempt::Timeout | Attempt::Connection => None,
     };
-    let next = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+    let by_attempts = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+    let next = last_step.map_or(by_attempts, |last| by_attempts.max(last.saturating_add(1)));
     if next >= schedule.len() {
         return Verdict::DeadLetter(DeadLetterReason::RetriesExhausted);
     }
@@ -145,12 +171,12 @@ mod tests {
     fn only_2xx_is_success_and_410_disables() {
         let schedule = secs(&[5, 300]);
         for code in [200, 201, 204, 299] {
-            assert_eq!(judge(&status(code), 1, &schedule), Verdict::Delivered);
+            assert_eq!(judge(&status(code), 1, None, &schedule), Verdict::Delivered);
         }
-        assert_eq!(judge(&status(410), 1, &schedule), Verdict::Gone);
+        assert_eq!(judge(&status(410), 1, None, &schedule), Verdict::Gone);
         for code in [301, 302, 400, 401, 403, 404, 422] {
             assert_eq!(
-                judge(&status(code), 1, &schedule),
+                judge(&status(code), 1, None, &schedule),
                 Verdict::DeadLetter(DeadLetterReason::NonRetryableStatus),
                 "{code}"
             );
@@ -161,22 +187,38 @@ mod tests {
     fn transient_failures_walk_the_schedule_then_dead_letter() {
         let schedule = secs(&[5, 300, 1800]);
         for result in [status(500), status(502), status(503), status(504), status(429), Attempt::Timeout] {
-            assert_eq!(judge(&result, 1, &schedule), Verdict::Retry { step: 0 });
-            assert_eq!(judge(&result, 3, &schedule), Verdict::Retry { step: 2 });
-            assert_eq!(judge(&result, 4, &schedule), Verdict::DeadLetter(DeadLetterReason::RetriesExhausted));
+            assert_eq!(judge(&result, 1, None, &schedule), Verdict::Retry { step: 0 });
+            assert_eq!(judge(&result, 3, None, &schedule), Verdict::Retry { step: 2 });
+            assert_eq!(judge(&result, 4, None, &schedule), Verdict::DeadLetter(DeadLetterReason::RetriesExhausted));
         }
-        assert_eq!(judge(&status(500), 1, &[]), Verdict::DeadLetter(DeadLetterReason::RetriesExhausted));
-        assert_eq!(judge(&Attempt::Refused, 1, &schedule), Verdict::DeadLetter(DeadLetterReason::EgressRefused));
+        assert_eq!(judge(&status(500), 1, None, &[]), Verdict::DeadLetter(DeadLetterReason::RetriesExhausted));
+        assert_eq!(judge(&Attempt::Refused, 1, None, &schedule), Verdict::DeadLetter(DeadLetterReason::EgressRefused));
     }
 
     #[test]
     fn retry_after_picks_a_later_step_within_the_schedule() {
         let schedule = secs(&[5, 300, 1800]);
         let asked = |s| Attempt::Status { code: 429, retry_after: Some(Duration::from_secs(s)) };
-        assert_eq!(judge(&asked(1), 1, &schedule), Verdict::Retry { step: 0 });
-        assert_eq!(judge(&asked(60), 1, &schedule), Verdict::Retry { step: 1 });
-        assert_eq!(judge(&asked(86_400), 1, &schedule), Verdict::Retry { step: 2 });
-        assert_eq!(judge(&asked(60), 3, &schedule), Verdict::Retry { step: 2 });
+        assert_eq!(judge(&asked(1), 1, None, &schedule), Verdict::Retry { step: 0 });
+        assert_eq!(judge(&asked(60), 1, None, &schedule), Verdict::Retry { step: 1 });
+        assert_eq!(judge(&asked(86_400), 1, None, &schedule), Verdict::Retry { step: 2 });
+        assert_eq!(judge(&asked(60), 3, None, &schedule), Verdict::Retry { step: 2 });
+    }
+
+    #[test]
+    fn after_retry_after_skipped_ahead_the_ladder_goes_on_from_the_step_it_used() {
+        let schedule = secs(&[5, 300, 1800, 7200]);
+        // First attempt: 429 asking for a minute moves the message to step 2 (300 s).
+        let asked = Attempt::Status { code: 429, retry_after: Some(Duration::from_secs(60)) };
+        assert_eq!(judge(&asked, 1, None, &schedule), Verdict::Retry { step: 1 });
+        // Its next failure continues from there (step 3), not back at step 2 by the attempt count.
+        assert_eq!(judge(&status(503), 2, Some(1), &schedule), Verdict::Retry { step: 2 });
+        assert_eq!(judge(&status(503), 3, Some(2), &schedule), Verdict::Retry { step: 3 });
+        assert_eq!(judge(&status(503), 4, Some(3), &schedule), Verdict::DeadLetter(DeadLetterReason::RetriesExhausted));
+        // A skip to the last step leaves nothing after it.
+        let late = Attempt::Status { code: 503, retry_after: Some(Duration::from_secs(86_400)) };
+        assert_eq!(judge(&late, 1, None, &schedule), Verdict::Retry { step: 3 });
+        assert_eq!(judge(&status(503), 2, Some(3), &schedule), Verdict::DeadLetter(DeadLetterReason::RetriesExhausted));
     }
 
     #[test]
@@ -187,6 +229,19 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn render_failures_keep_their_reason() {
+        for (error, reason) in [
+            (RenderError::SchemaInvalid(String::new()), "schema-invalid"),
+            (RenderError::ConversionFailed(String::new()), "conversion-failed"),
+            (RenderError::VersionUnavailable(String::new()), "version-unavailable"),
+            (RenderError::UnsupportedContentType(String::new()), "unsupported-content-type"),
+        ] {
+            assert_eq!(DeadLetterReason::of(&error).as_str(), reason);
+            assert_eq!(error.reason(), reason, "the two names agree");
+        }
     }
 
     #[test]

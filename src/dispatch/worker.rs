@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use futures::StreamExt;
 use lapin::{
     Channel, Connection, ConnectionProperties,
@@ -20,23 +21,28 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     backlog::{Held, Sampler},
     circuit::{CircuitBreaker, CircuitState, Settings, Transition},
     config::{DispatchConfig, SubscriptionRoute},
     egress::EgressPolicy,
-    envelope::{self, Envelope, Onward},
+    envelope::{self, Envelope, Onward, VERSION_HEADER},
     metrics::{AttemptLabels, DeadLetterLabels, DispatcherMetrics, RetryLabels, SubscriptionLabels, WebhookLabels},
     outcome::{Attempt, DeadLetterReason, Verdict, judge, parse_retry_after, status_class},
     rate_limit::RateLimiter,
     report::Stats,
-    signing::KeyRing,
+    route::{Outgoing, Route},
+    signing::{ID_HEADER, KeyRing, SIGNATURE_HEADER, TIMESTAMP_HEADER},
 };
-use crate::broker::mover::publish_confirmed;
+use crate::{
+    broker::mover::{PublishError, publish_confirmed},
+    versions::headers::Notice,
+};
 
 /// At most this much of a response is read.
 const RESPONSE_CAP: usize = 64 * 1024;
@@ -57,19 +63,24 @@ pub enum ConsumeError {
     Cancelled(String),
 }
 
-/// One message on its way through the dispatcher: its route, the delivery, and what its
-/// envelope says. Carried from the first attempt to the settlement.
+/// One message on its way through the dispatcher: its route, the delivery, what its envelope
+/// says, and its body as published. Carried from the first attempt to the settlement.
 struct InFlight<'a> {
-    route: &'a SubscriptionRoute,
+    route: &'a Route,
     delivery: Delivery,
     envelope: Envelope,
+    body: Bytes,
 }
 
 /// Everything the delivery tasks share.
 pub struct Dispatcher {
     config: DispatchConfig,
+    /// The Subscriptions, compiled: queues, rendering, metric labels.
+    routes: Vec<Arc<Route>>,
     keys: KeyRing,
     http: reqwest::Client,
+    /// The Webhook's own headers, checked once.
+    headers: HeaderMap,
     egress: EgressPolicy,
     limiter: RateLimiter,
     /// `maxInFlight` permits, shared by every Subscription's deliveries: the bound is per replica.
@@ -84,6 +95,15 @@ pub struct Dispatcher {
     connected: AtomicBool,
 }
 
+/// Why a dispatcher cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("header {0:?} of the Webhook is not a valid HTTP header")]
+    Header(String),
+}
+
 impl Dispatcher {
     pub fn new(
         config: DispatchConfig,
@@ -91,14 +111,23 @@ impl Dispatcher {
         egress: EgressPolicy,
         metrics: Arc<DispatcherMetrics>,
         stats: Arc<Stats>,
-    ) -> Result<Arc<Self>, reqwest::Error> {
+    ) -> Result<Arc<Self>, StartError> {
         let http = super::egress::http_client(egress.clone(), config.connect_timeout, config.timeout)?;
         let limiter =
             config.rate_limit.as_ref().map_or_else(RateLimiter::unlimited, |r| RateLimiter::new(r.per_second, r.burst));
         let breaker = CircuitBreaker::new(Settings::from(&config.circuit_breaker));
         let in_flight = Semaphore::new(usize::from(config.max_in_flight.max(1)));
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name_ok = HeaderName::from_bytes(name.as_bytes()).map_err(|_| StartError::Header(name.clone()))?;
+            let value_ok = HeaderValue::from_str(value).map_err(|_| StartError::Header(name.clone()))?;
+            headers.insert(name_ok, value_ok);
+        }
+        let routes = super::route::compile(&config).into_iter().map(Arc::new).collect();
         Ok(Arc::new(Self {
             in_flight,
+            routes,
+            headers,
             config,
             keys,
             http,
@@ -127,6 +156,11 @@ impl Dispatcher {
     /// broker connection is lost. While delivery is paused it consumes nothing but keeps
     /// sampling the queues, so the backlog shows.
     pub async fn run(self: Arc<Self>, amqp_uri: String, stop: CancellationToken) {
+        for route in &self.routes {
+            if let Some(why) = &route.unusable {
+                error!(subscription = %route.name(), reason = %why, "This Subscription's events cannot be rendered; not consuming it.");
+            }
+        }
         let mut failures = 0u32;
         while !stop.is_cancelled() {
             let was_paused = self.paused();
@@ -145,8 +179,8 @@ impl Dispatcher {
                     if self.paused() {
                         info!("Delivery is paused; consuming nothing.");
                     } else {
-                        for route in self.config.subscriptions.clone() {
-                            consumers.spawn(self.clone().consume(conn.clone(), route, session.clone()));
+                        for route in self.routes.iter().filter(|r| r.unusable.is_none()) {
+                            consumers.spawn(self.clone().consume(conn.clone(), route.clone(), session.clone()));
                         }
                     }
                     tokio::select! {
@@ -212,34 +246,53 @@ impl Dispatcher {
         self.metrics.broker_up.set(i64::from(up));
     }
 
-    /// Consumes one Subscription's work queue until the session ends or the channel fails.
+    /// Consumes one Subscription's work queue until the session ends or the channel fails. A
+    /// Subscription whose version is past its sunset under Block consumes nothing from then on:
+    /// its messages wait in the queue.
     async fn consume(
         self: Arc<Self>,
         conn: Arc<Connection>,
-        route: SubscriptionRoute,
+        route: Arc<Route>,
         session: CancellationToken,
     ) -> Result<(), ConsumeError> {
-        let name = route.name.clone();
+        if route.blocked(SystemTime::now()) {
+            info!(subscription = %route.name(), "The Subscription's version is past its sunset (enforcement Block); consuming nothing.");
+            session.cancelled().await;
+            return Ok(());
+        }
+        let name = route.name().to_owned();
         let fail = |source| ConsumeError::Channel { subscription: name.clone(), source };
         let channel = conn.create_channel().await.map_err(fail)?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(fail)?;
-        let prefetch = if route.ordered { 1 } else { self.config.max_in_flight };
+        let prefetch = if route.config.ordered { 1 } else { self.config.max_in_flight };
         channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(fail)?;
-        let tag = format!("sluice-dispatcher-{}", route.name);
+        let tag = format!("sluice-dispatcher-{}", route.name());
         let mut consumer = channel
             .basic_consume(
-                route.queue.as_str().into(),
+                route.config.queue.as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
             .map_err(fail)?;
-        let route = Arc::new(route);
+        let sunset = async {
+            match route.blocked_from().and_then(|at| at.duration_since(SystemTime::now()).ok()) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sunset);
         let mut tasks = tokio::task::JoinSet::new();
+        let mut blocked = false;
         loop {
             tokio::select! {
                 () = session.cancelled() => break,
+                () = &mut sunset, if !blocked => {
+                    info!(subscription = %route.name(), "The Subscription's version reached its sunset (enforcement Block); consumption stops, messages wait in the queue.");
+                    blocked = true;
+                    break;
+                }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 next = consumer.next() => {
                     let Some(delivery) = next else { break };
@@ -253,33 +306,46 @@ impl Dispatcher {
                 session.cancel();
             }
         }
+        // Prefetched messages not yet attempted see the block and go back to the queue.
         while tasks.join_next().await.is_some() {}
         let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, "consumer stopping".into())).await;
+        if blocked {
+            session.cancelled().await;
+        }
         if self.gone.load(Ordering::Acquire) || session.is_cancelled() {
             return Ok(());
         }
-        Err(ConsumeError::Cancelled(route.queue.clone()))
+        Err(ConsumeError::Cancelled(route.config.queue.clone()))
     }
 
-    async fn handle(
-        &self,
-        channel: &Channel,
-        route: &SubscriptionRoute,
-        delivery: Delivery,
-        session: &CancellationToken,
-    ) {
-        let envelope = Envelope::read(delivery.routing_key.as_str(), &delivery.properties, &delivery.data, unix_now());
-        let mut message = InFlight { route, delivery, envelope };
-        let _held = self.held.hold(&route.name, message.envelope.published);
+    async fn handle(&self, channel: &Channel, route: &Route, mut delivery: Delivery, session: &CancellationToken) {
+        let body = Bytes::from(std::mem::take(&mut delivery.data));
+        let envelope = Envelope::read(delivery.routing_key.as_str(), &delivery.properties, &body, unix_now());
+        let mut message = InFlight { route, delivery, envelope, body };
+        if route.blocked(SystemTime::now()) {
+            let _ =
+                message.delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+            return;
+        }
+        let _held = self.held.hold(route.name(), message.envelope.published);
+        let outgoing = match route.outgoing(&message.envelope, &message.body) {
+            Ok(outgoing) => outgoing,
+            Err(e) => {
+                debug!(id = %message.envelope.id, reason = e.reason(), error = %e, "Cannot render; dead-lettering.");
+                let reason = DeadLetterReason::of(&e);
+                self.settle_unrenderable(channel, &message, reason, &e.to_string()).await;
+                return;
+            }
+        };
         let (result, verdict) = loop {
-            let (result, verdict) = self.attempt(&message).await;
+            let (result, verdict) = self.attempt(&message, &outgoing).await;
             match verdict {
                 // Ordered: the head of the queue is retried in place, blocking the ones behind it.
-                Verdict::Retry { step } if route.ordered => {
+                Verdict::Retry { step } if route.config.ordered => {
                     debug!(attempt = message.envelope.attempt, step = step + 1, "Retrying in place (ordered).");
                     self.count_retry(route, step);
                     tokio::select! {
-                        () = tokio::time::sleep(route.schedule[step]) => {}
+                        () = tokio::time::sleep(route.config.schedule[step]) => {}
                         () = session.cancelled() => {
                             // Back to the head of the queue; the next consumer starts over.
                             let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
@@ -288,6 +354,7 @@ impl Dispatcher {
                         }
                     }
                     message.envelope.attempt = message.envelope.attempt.saturating_add(1);
+                    message.envelope.last_step = Some(step);
                 }
                 _ => break (result, verdict),
             }
@@ -295,8 +362,8 @@ impl Dispatcher {
         self.settle(channel, &message, &result, verdict).await;
     }
 
-    /// One attempt at delivering `message`, measured and judged.
-    async fn attempt(&self, message: &InFlight<'_>) -> (Attempt, Verdict) {
+    /// One attempt at delivering `message` as `outgoing`, measured and judged.
+    async fn attempt(&self, message: &InFlight<'_>, outgoing: &Outgoing) -> (Attempt, Verdict) {
         let webhook = WebhookLabels { namespace: self.config.namespace.clone(), webhook: self.config.webhook.clone() };
 
         self.wait_for_circuit(&webhook).await;
@@ -307,10 +374,10 @@ impl Dispatcher {
         let inflight = self.metrics.inflight.get_or_create(&webhook).clone();
         inflight.inc();
         let started = Instant::now();
-        let result = self.post(&message.envelope.id, &message.delivery.data).await;
+        let result = self.post(&message.envelope.id, outgoing).await;
         inflight.dec();
-        let labels = self.labels(message.route);
-        self.metrics.attempt_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        let labels = &message.route.labels;
+        self.metrics.attempt_duration.get_or_create(labels).observe(started.elapsed().as_secs_f64());
         let success = matches!(result, Attempt::Status { code: 200..=299, .. });
         self.record_circuit(success, &webhook);
         match &result {
@@ -319,7 +386,8 @@ impl Dispatcher {
             Attempt::Timeout | Attempt::Connection | Attempt::Refused => self.stats.failed(None),
         }
 
-        let verdict = judge(&result, message.envelope.attempt, &message.route.schedule);
+        let verdict =
+            judge(&result, message.envelope.attempt, message.envelope.last_step, &message.route.config.schedule);
         let outcome = match &verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry { .. } => "retried",
@@ -350,13 +418,13 @@ impl Dispatcher {
                 if let Some(published) = delivery.properties.timestamp() {
                     let age = unix_now().saturating_sub(*published);
                     #[allow(clippy::cast_precision_loss, reason = "seconds since publish fit f64 exactly")]
-                    self.metrics.latency.get_or_create(&self.labels(route)).observe(age as f64);
+                    self.metrics.latency.get_or_create(&route.labels).observe(age as f64);
                 }
                 Ok(())
             }
             Verdict::Retry { step } => {
                 let next = onward(Onward::Retry { step, result });
-                let sent = publish_confirmed(channel, &route.retry_queues[step], &delivery.data, next).await;
+                let sent = publish_confirmed(channel, &route.config.retry_queues[step], &message.body, next).await;
                 if sent.is_ok() {
                     self.count_retry(route, step);
                 }
@@ -364,7 +432,7 @@ impl Dispatcher {
             }
             Verdict::DeadLetter(reason) => {
                 let next = onward(Onward::DeadLetter { reason, result });
-                let sent = publish_confirmed(channel, &route.dead_letter_queue, &delivery.data, next).await;
+                let sent = publish_confirmed(channel, &route.config.dead_letter_queue, &message.body, next).await;
                 if sent.is_ok() {
                     self.count_dead_letter(route, reason);
                 }
@@ -377,13 +445,40 @@ impl Dispatcher {
                 Err(None)
             }
         };
+        self.acknowledge(message, settled).await;
+    }
+
+    /// Dead-letters a message that cannot be rendered, before any attempt, saying why.
+    async fn settle_unrenderable(
+        &self,
+        channel: &Channel,
+        message: &InFlight<'_>,
+        reason: DeadLetterReason,
+        detail: &str,
+    ) {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let next = envelope::onward(
+            &message.delivery.properties,
+            &message.envelope,
+            &Onward::Unrenderable { reason, detail },
+            now,
+        );
+        let sent = publish_confirmed(channel, &message.route.config.dead_letter_queue, &message.body, next).await;
+        if sent.is_ok() {
+            self.count_dead_letter(message.route, reason);
+        }
+        self.acknowledge(message, sent.map_err(Some)).await;
+    }
+
+    /// Acks the message once its next home has it; otherwise returns it to its queue.
+    async fn acknowledge(&self, message: &InFlight<'_>, settled: Result<(), Option<PublishError>>) {
         let acked = match settled {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Ok(()) => message.delivery.acker.ack(BasicAckOptions::default()).await,
             Err(e) => {
                 if let Some(e) = e {
-                    warn!(error = %e, queue = %route.queue, "Could not move the message on; it goes back to its queue.");
+                    warn!(error = %e, queue = %message.route.config.queue, "Could not move the message on; it goes back to its queue.");
                 }
-                delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
+                message.delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
             }
         };
         if let Err(e) = acked {
@@ -392,23 +487,22 @@ impl Dispatcher {
         }
     }
 
-    fn count_dead_letter(&self, route: &SubscriptionRoute, reason: DeadLetterReason) {
+    fn count_dead_letter(&self, route: &Route, reason: DeadLetterReason) {
         self.stats.dead_lettered();
-        let labels = self.labels(route);
         let labels = DeadLetterLabels {
-            namespace: labels.namespace,
-            webhook: labels.webhook,
-            subscription: labels.subscription,
+            namespace: route.labels.namespace.clone(),
+            webhook: route.labels.webhook.clone(),
+            subscription: route.labels.subscription.clone(),
             reason: reason.as_str(),
         };
         self.metrics.dead_lettered.get_or_create(&labels).inc();
     }
 
-    fn count_retry(&self, route: &SubscriptionRoute, step: usize) {
+    fn count_retry(&self, route: &Route, step: usize) {
         let labels = RetryLabels {
-            namespace: self.config.namespace.clone(),
-            webhook: self.config.webhook.clone(),
-            subscription: route.name.clone(),
+            namespace: route.labels.namespace.clone(),
+            webhook: route.labels.webhook.clone(),
+            subscription: route.labels.subscription.clone(),
             step: (step + 1).to_string(),
         };
         self.metrics.retries.get_or_create(&labels).inc();
@@ -461,25 +555,29 @@ impl Dispatcher {
         }
     }
 
-    /// One signed POST. Reads at most 64 KiB of the answer; never follows a redirect.
-    async fn post(&self, id: &str, body: &[u8]) -> Attempt {
+    /// One signed POST of `outgoing`. Reads at most 64 KiB of the answer; never follows a redirect.
+    async fn post(&self, id: &str, outgoing: &Outgoing) -> Attempt {
         let Ok(url) = url::Url::parse(&self.config.url) else { return Attempt::Refused };
         if self.egress.check_url(&url).is_err() {
             return Attempt::Refused;
         }
         let timestamp = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-        let signature = self.keys.sign(id, timestamp, body);
+        let signature = self.keys.sign(id, timestamp, &outgoing.body);
         let mut request = self
             .http
             .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature);
-        for (name, value) in &self.config.headers {
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, outgoing.content_type.as_str())
+            .header(ID_HEADER, id)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, signature);
+        if let Some(version) = &outgoing.version {
+            request = request.header(VERSION_HEADER, version.as_str());
+        }
+        for (name, value) in outgoing.notice.iter().flat_map(Notice::headers) {
             request = request.header(name, value);
         }
-        match request.body(body.to_vec()).send().await {
+        match request.body(outgoing.body.clone()).send().await {
             Ok(mut response) => {
                 let code = response.status().as_u16();
                 let retry_after = response
@@ -573,6 +671,15 @@ mod tests {
         (format!("http://{addr}/hook"), seen)
     }
 
+    fn json(body: &'static [u8]) -> Outgoing {
+        Outgoing {
+            body: Bytes::from_static(body),
+            content_type: "application/json".into(),
+            version: None,
+            notice: None,
+        }
+    }
+
     fn dispatcher(url: &str, secret: &str, allow_loopback: bool) -> Arc<Dispatcher> {
         let config = DispatchConfig {
             namespace: "shop".into(),
@@ -592,6 +699,7 @@ mod tests {
             suspend: false,
             egress: EgressConfig::default(),
             subscriptions: Vec::new(),
+            topics: BTreeMap::new(),
         };
         let allow = if allow_loopback { vec!["127.0.0.0/8".parse().expect("cidr")] } else { Vec::new() };
         let egress = EgressPolicy { allow, refuse_private: false };
@@ -604,7 +712,7 @@ mod tests {
     async fn a_post_is_signed_over_its_body_and_carries_the_webhooks_headers() {
         let (url, seen) = endpoint(204, &[], Duration::ZERO).await;
         let secret = generate_secret();
-        let result = dispatcher(&url, &secret, true).post("evt-1", br#"{"id":"o-1"}"#).await;
+        let result = dispatcher(&url, &secret, true).post("evt-1", &json(br#"{"id":"o-1"}"#)).await;
         assert_eq!(result, Attempt::Status { code: 204, retry_after: None });
         let seen = seen.lock().expect("lock");
         let (headers, body) = &seen[0];
@@ -620,22 +728,22 @@ mod tests {
     #[tokio::test]
     async fn a_redirect_is_the_answer_and_retry_after_is_read() {
         let (url, seen) = endpoint(302, &[("location", "http://127.0.0.1:1/elsewhere")], Duration::ZERO).await;
-        let result = dispatcher(&url, &generate_secret(), true).post("evt-1", b"{}").await;
+        let result = dispatcher(&url, &generate_secret(), true).post("evt-1", &json(b"{}")).await;
         assert_eq!(result, Attempt::Status { code: 302, retry_after: None }, "not followed");
         assert_eq!(seen.lock().expect("lock").len(), 1);
         let (url, _) = endpoint(429, &[("retry-after", "120")], Duration::ZERO).await;
-        let result = dispatcher(&url, &generate_secret(), true).post("evt-1", b"{}").await;
+        let result = dispatcher(&url, &generate_secret(), true).post("evt-1", &json(b"{}")).await;
         assert_eq!(result, Attempt::Status { code: 429, retry_after: Some(Duration::from_secs(120)) });
     }
 
     #[tokio::test]
     async fn a_slow_endpoint_times_out_and_a_refused_address_is_never_contacted() {
         let (url, _) = endpoint(204, &[], Duration::from_secs(5)).await;
-        assert_eq!(dispatcher(&url, &generate_secret(), true).post("evt-1", b"{}").await, Attempt::Timeout);
+        assert_eq!(dispatcher(&url, &generate_secret(), true).post("evt-1", &json(b"{}")).await, Attempt::Timeout);
         let (url, seen) = endpoint(204, &[], Duration::ZERO).await;
-        assert_eq!(dispatcher(&url, &generate_secret(), false).post("evt-1", b"{}").await, Attempt::Refused);
+        assert_eq!(dispatcher(&url, &generate_secret(), false).post("evt-1", &json(b"{}")).await, Attempt::Refused);
         assert!(seen.lock().expect("lock").is_empty(), "loopback is refused without the allowlist");
         let closed = "http://127.0.0.1:1/hook";
-        assert_eq!(dispatcher(closed, &generate_secret(), true).post("evt-1", b"{}").await, Attempt::Connection);
+        assert_eq!(dispatcher(closed, &generate_secret(), true).post("evt-1", &json(b"{}")).await, Attempt::Connection);
     }
 }

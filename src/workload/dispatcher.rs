@@ -26,11 +26,15 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 use crate::{
-    api::{Subscription, Webhook, subscription::Ordering},
+    api::{ApiVersionPolicy, EventTopic, Subscription, Webhook, subscription::Ordering},
     dispatch::config::{
         CircuitBreakerConfig, DispatchConfig, EgressConfig, RateLimitConfig, SubscriptionRoute, checksum,
     },
     topology::names,
+    versions::{
+        TopicVersions,
+        lifecycle::{PinError, resolve},
+    },
 };
 
 /// Where the ConfigMap is mounted and the key the configuration is under.
@@ -106,15 +110,46 @@ pub fn route(namespace: &str, sub: &Subscription) -> Result<SubscriptionRoute, S
         schedule,
         dead_letter_queue: names::dead_letter_queue(namespace, &name),
         ordered: sub.spec.ordering == Ordering::Ordered,
+        topic: None,
+        version: None,
         name,
     })
 }
 
-/// The dispatch configuration of `webhook` delivering `routes`. A disabled Webhook's
-/// dispatcher consumes nothing, like a suspended one.
+/// A route with the rendering of its topic's events, when they are rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedRoute {
+    pub route: SubscriptionRoute,
+    /// The topic's name and rendering; none: bodies pass through untouched.
+    pub rendering: Option<(String, TopicVersions)>,
+}
+
+/// `route` (of Subscription `sub` on `topic`) with how its events are rendered: when the
+/// topic has a catalog or a `policy`, the topic's rendering and the version `sub` receives.
+/// Fails when `sub`'s pin does not resolve.
+pub fn rendering(
+    mut route: SubscriptionRoute,
+    sub: &Subscription,
+    topic: &EventTopic,
+    policy: Option<&ApiVersionPolicy>,
+) -> Result<RenderedRoute, PinError> {
+    let versions = TopicVersions::new(&topic.spec.events, policy.map(|p| &p.spec));
+    if versions.is_passthrough() {
+        return Ok(RenderedRoute { route, rendering: None });
+    }
+    let name = topic.name_any();
+    let version = resolve(policy, &name, sub.spec.event_version.as_deref())?;
+    route.topic = Some(name.clone());
+    route.version = version.map(|v| v.name.clone());
+    Ok(RenderedRoute { route, rendering: Some((name, versions)) })
+}
+
+/// The dispatch configuration of `webhook` delivering `routes`, rendering the events of
+/// `topics`. A disabled Webhook's dispatcher consumes nothing, like a suspended one.
 pub fn config(
     webhook: &Webhook,
     routes: Vec<SubscriptionRoute>,
+    topics: BTreeMap<String, TopicVersions>,
     settings: &Settings,
     disabled: bool,
 ) -> Result<DispatchConfig, String> {
@@ -143,6 +178,7 @@ pub fn config(
         suspend: spec.suspend || disabled,
         egress: settings.egress.clone(),
         subscriptions: routes,
+        topics,
     })
 }
 
@@ -444,7 +480,7 @@ mod tests {
         assert_eq!(route.dead_letter_queue, "sluice.shop.orders-to-billing.dlq");
         assert!(route.ordered);
 
-        let c = config(&w, vec![route.clone()], &settings(), false).expect("config");
+        let c = config(&w, vec![route.clone()], BTreeMap::new(), &settings(), false).expect("config");
         assert_eq!((c.namespace.as_str(), c.webhook.as_str()), ("shop", "billing"));
         assert_eq!(c.timeout, std::time::Duration::from_secs(15));
         assert_eq!(c.connect_timeout, std::time::Duration::from_secs(5));
@@ -454,7 +490,47 @@ mod tests {
         assert_eq!(c.egress.allow, ["127.0.0.0/8"]);
         assert_eq!(c.subscriptions, [route]);
         assert!(!c.suspend);
-        assert!(config(&w, vec![], &settings(), true).expect("config").suspend, "disabled consumes nothing");
+        assert!(
+            config(&w, vec![], BTreeMap::new(), &settings(), true).expect("config").suspend,
+            "disabled consumes nothing"
+        );
+    }
+
+    #[test]
+    fn a_route_renders_what_its_topic_declares_in_the_version_it_pinned() {
+        let topic: EventTopic = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {"events": [{"type": "order.created", "versions": [{"name": "v2", "schema": {"type": "object"},
+                                 "examples": [{"id": "o-1"}]}]}]}
+        }))
+        .expect("topic");
+        let policy: ApiVersionPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "ApiVersionPolicy", "metadata": {"name": "orders-versions", "namespace": "shop"},
+            "spec": {"topicRef": {"name": "orders"}, "current": "v2", "versions": [{"name": "v2"}, {"name": "v1"}]}
+        }))
+        .expect("policy");
+        let sub = |pin: &str| subscription(&format!("topicRef: {{name: orders}}\neventVersion: {pin}"));
+        let unpinned = subscription("topicRef: {name: orders}");
+        let base = route("shop", &unpinned).expect("route");
+
+        let pinned = rendering(base.clone(), &sub("v1"), &topic, Some(&policy)).expect("v1");
+        assert_eq!((pinned.route.topic.as_deref(), pinned.route.version.as_deref()), (Some("orders"), Some("v1")));
+        let (name, versions) = pinned.rendering.expect("rendered");
+        assert_eq!(name, "orders");
+        assert!(versions.events[0].versions[0].examples.is_empty(), "examples stay out of the ConfigMap");
+        assert_eq!(versions.policy.map(|p| p.current).as_deref(), Some("v2"));
+        let current = rendering(base.clone(), &unpinned, &topic, Some(&policy)).expect("current");
+        assert_eq!(current.route.version.as_deref(), Some("v2"), "unpinned: the policy's current version");
+        assert!(rendering(base.clone(), &sub("v9"), &topic, Some(&policy)).is_err(), "an unknown pin");
+
+        let plain: EventTopic = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "audit", "namespace": "shop"}, "spec": {}
+        }))
+        .expect("topic");
+        let passthrough = rendering(base, &unpinned, &plain, None).expect("passthrough");
+        assert!(
+            passthrough.rendering.is_none() && passthrough.route.topic.is_none() && passthrough.route.version.is_none()
+        );
     }
 
     #[test]

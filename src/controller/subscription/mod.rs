@@ -160,7 +160,7 @@ async fn converge(sub: &Subscription, ctx: &Context) -> Result<Converged, Error>
         Some(problem) => Some(problem),
         None => missing_webhook(sub, ctx, &namespace).await?,
     };
-    Ok(Converged { topology, broker: key.to_string(), applied, redrive, waiting, version })
+    Ok(Converged { topology, broker: key.status_name().to_owned(), applied, redrive, waiting, version })
 }
 
 /// After a successful apply of this very spec, status names every retry queue there is;
@@ -194,17 +194,26 @@ async fn ready_topic(sub: &Subscription, ctx: &Context, namespace: &str) -> Resu
     Ok(topic)
 }
 
+/// Why the Subscription's Webhook cannot deliver it: there is none, or it delivers from
+/// another broker than this Subscription's topic lives on.
 async fn missing_webhook(sub: &Subscription, ctx: &Context, namespace: &str) -> Result<Option<Error>, Error> {
     let Some(reference) = &sub.spec.webhook_ref else { return Ok(None) };
     let webhooks = Api::<Webhook>::namespaced(ctx.client.clone(), namespace);
     let found = webhooks.get_opt(&reference.name).await.map_err(Error::kube("read the Webhook"))?;
-    Ok(found.is_none().then(|| {
-        Error::WebhookNotFound(format!(
-            "Webhook {namespace}/{} does not exist; events wait in queue {} until it does",
-            reference.name,
-            crate::topology::names::work_queue(namespace, &sub.name_any())
-        ))
-    }))
+    let queue = crate::topology::names::work_queue(namespace, &sub.name_any());
+    Ok(match found {
+        None => Some(Error::WebhookNotFound(format!(
+            "Webhook {namespace}/{} does not exist; events wait in queue {queue} until it does",
+            reference.name
+        ))),
+        Some(w) if w.status.as_ref().is_some_and(|s| s.broker_conflicts.contains(&sub.name_any())) => {
+            Some(Error::WebhookOnOtherBroker(format!(
+                "Webhook {namespace}/{} delivers its other Subscriptions from another broker than topic {}'s, and one dispatcher connects to one broker: events wait in queue {queue}; point spec.webhookRef at a Webhook for this broker",
+                reference.name, sub.spec.topic_ref.name
+            )))
+        }
+        Some(_) => None,
+    })
 }
 
 /// Moves the dead-letter queue back to the work queue when `sluice.dev/redrive` has a value
@@ -351,7 +360,7 @@ async fn cleanup(sub: &Subscription, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let Some(broker) = established else { return Ok(Action::await_change()) };
-    let key = parse_broker(&broker);
+    let key = BrokerKey::from_status(&namespace, &broker);
     let broker = match ctx.brokers.resolve(&key).await {
         Ok(b) => b,
         Err(e @ ResolveError::SecretMissing { .. }) => {
@@ -377,14 +386,6 @@ async fn cleanup(sub: &Subscription, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// The broker recorded in status: `default` or `<namespace>/<secret>`.
-fn parse_broker(text: &str) -> BrokerKey {
-    match text.split_once('/') {
-        Some((namespace, name)) => BrokerKey::Secret { namespace: namespace.to_owned(), name: name.to_owned() },
-        None => BrokerKey::Default,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -406,11 +407,10 @@ mod tests {
 
     #[test]
     fn the_broker_in_status_round_trips() {
-        assert_eq!(parse_broker("default"), BrokerKey::Default);
-        assert_eq!(parse_broker("shop/rabbit"), BrokerKey::Secret { namespace: "shop".into(), name: "rabbit".into() });
-        assert_eq!(
-            parse_broker(&BrokerKey::Secret { namespace: "a".into(), name: "b".into() }.to_string()),
-            parse_broker("a/b")
-        );
+        let secret = BrokerKey::Secret { namespace: "shop".into(), name: "rabbit".into() };
+        assert_eq!(secret.status_name(), "rabbit", "the Secret's name, as the docs say");
+        assert_eq!(BrokerKey::from_status("shop", secret.status_name()), secret);
+        assert_eq!(BrokerKey::from_status("shop", BrokerKey::Default.status_name()), BrokerKey::Default);
+        assert_eq!(BrokerKey::from_status("other", "shop/rabbit"), secret, "what earlier versions wrote");
     }
 }

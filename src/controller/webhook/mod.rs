@@ -6,16 +6,17 @@
 //! through garbage collection, so no finalizer is needed.
 
 mod fresh;
+mod routes;
 mod summary;
 
 pub use fresh::{Fresh, key as fresh_key};
 
-use std::{borrow::Cow, collections::BTreeMap, sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{ConfigMap, Pod, Secret},
+        core::v1::{Pod, Secret},
     },
     jiff::Timestamp,
 };
@@ -31,16 +32,15 @@ use tracing::{debug, info, instrument};
 use super::{
     Context, Error, MANAGER,
     conditions::{Conditions, Outcome, ready_condition},
-    status, topic_broker,
+    status,
 };
 use crate::{
     api::{
-        EventTopic, Subscription, Webhook, WebhookStatus,
+        Webhook, WebhookStatus,
         webhook::{CircuitState, DeliveryCounts},
     },
-    broker::BrokerKey,
     dispatch::{
-        config::{DispatchConfig, SubscriptionRoute, checksum},
+        config::checksum,
         signing::{SigningKey, generate_secret},
     },
     workload::dispatcher::{self as render, SecretMaterial},
@@ -93,6 +93,7 @@ async fn run(webhook: &Webhook, ctx: &Context) -> Result<Action, Error> {
             next.deployment = Some(c.deployment.clone());
             next.ready_replicas = Some(c.ready_replicas);
             next.signing_secret = Some(c.signing_secret.clone());
+            next.broker_conflicts.clone_from(&c.other_broker);
             next.disabled_generation = c.disabled.as_ref().map(|_| webhook.metadata.generation.unwrap_or_default());
             c.outcome(webhook)
         }
@@ -141,6 +142,8 @@ pub struct Converged {
     enabled_checksum: String,
     /// The dispatcher pods running (not terminating) when this was applied.
     pods: Vec<String>,
+    /// Subscriptions targeting the Webhook on another broker than its dispatcher's.
+    other_broker: Vec<String>,
 }
 
 impl Converged {
@@ -171,10 +174,18 @@ impl Converged {
             };
         }
         let paused = if webhook.spec.suspend { ", delivery suspended" } else { "" };
+        let left_out = if self.other_broker.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not delivered, their topics live on another broker than the others': {}",
+                self.other_broker.join(", ")
+            )
+        };
         Outcome::Ready {
             reason: if webhook.spec.suspend { "Suspended" } else { "Ready" },
             message: format!(
-                "Deployment {} delivers {} Subscription(s) with {}/{} dispatcher(s) ready{paused}",
+                "Deployment {} delivers {} Subscription(s) with {}/{} dispatcher(s) ready{paused}{left_out}",
                 self.deployment, self.subscriptions, self.ready_replicas, self.replicas
             ),
         }
@@ -190,7 +201,8 @@ async fn converge(
 ) -> Result<Converged, Error> {
     let name = webhook.name_any();
     let object = render::name(&name);
-    let (routes, broker) = routes(webhook, ctx, namespace).await?;
+    let routes::Delivering { subscriptions: routes, topics, broker, other_broker } =
+        routes::routes(webhook, ctx, namespace).await?;
     let broker = ctx.brokers.resolve(&broker).await?;
     let (signing, signing_secret) = signing_secret(webhook, ctx, namespace).await?;
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
@@ -198,11 +210,12 @@ async fn converge(
     let (material, rotated) = rotate(existing.as_ref(), broker.config.amqp_uri.clone(), signing);
 
     let settings = &ctx.settings.dispatcher;
-    let enabled = render::config(webhook, routes.clone(), settings, false).map_err(Error::InvalidSpec)?;
+    let enabled =
+        render::config(webhook, routes.clone(), topics.clone(), settings, false).map_err(Error::InvalidSpec)?;
     let enabled_checksum = checksum(enabled.render().as_bytes());
     let (disabled, auto_disable_in) = disabled(webhook, previous, &enabled_checksum);
     let config = if disabled.is_some() {
-        render::config(webhook, routes, settings, true).map_err(Error::InvalidSpec)?
+        render::config(webhook, routes, topics, settings, true).map_err(Error::InvalidSpec)?
     } else {
         enabled
     };
@@ -227,6 +240,7 @@ async fn converge(
         rotated,
         enabled_checksum,
         pods,
+        other_broker,
     })
 }
 
@@ -246,64 +260,6 @@ where
     api.patch(&object.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
         .await
         .map_err(Error::kube("apply a dispatcher object"))
-}
-
-/// The routes of the Subscriptions delivering to this Webhook, and the broker they share.
-/// A Subscription whose queues are not in place for its current spec keeps the route it had
-/// in the current configuration (if any) until they are.
-async fn routes(
-    webhook: &Webhook,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<(Vec<SubscriptionRoute>, BrokerKey), Error> {
-    let name = webhook.name_any();
-    let subs = Api::<Subscription>::namespaced(ctx.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list Subscriptions"))?;
-    let topics = Api::<EventTopic>::namespaced(ctx.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list EventTopics"))?;
-    let current = current_config(ctx, namespace, &render::name(&name)).await?;
-    let mut routes = Vec::new();
-    let mut brokers: BTreeMap<String, BrokerKey> = BTreeMap::new();
-    for sub in subs.items.iter().filter(|s| s.spec.webhook_ref.as_ref().is_some_and(|w| w.name == name)) {
-        let settled = ready_condition(status::Reconciled::conditions(sub))
-            .is_some_and(|c| c.status == "True" && c.observed_generation == sub.metadata.generation);
-        let route = if settled {
-            Some(render::route(namespace, sub).map_err(Error::InvalidSpec)?)
-        } else {
-            current.iter().flat_map(|c| &c.subscriptions).find(|r| r.name == sub.name_any()).cloned()
-        };
-        let Some(route) = route else { continue };
-        if let Some(topic) = topics.items.iter().find(|t| t.name_any() == sub.spec.topic_ref.name) {
-            brokers.insert(sub.name_any(), topic_broker(topic));
-        }
-        routes.push(route);
-    }
-    routes.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut keys: Vec<&BrokerKey> = brokers.values().collect();
-    keys.dedup();
-    match keys.as_slice() {
-        [] => Ok((routes, BrokerKey::Default)),
-        [one] => Ok((routes, (*one).clone())),
-        _ => Err(Error::InvalidSpec(format!(
-            "the Subscriptions delivering to Webhook {name} live on different brokers ({}); one dispatcher connects to one broker: use one Webhook per broker",
-            brokers.iter().map(|(s, b)| format!("{s} on {b}")).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
-async fn current_config(ctx: &Context, namespace: &str, name: &str) -> Result<Option<DispatchConfig>, Error> {
-    let map = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(Error::kube("read the dispatcher ConfigMap"))?;
-    Ok(map
-        .and_then(|m| m.data)
-        .and_then(|d| d.get(render::CONFIG_KEY).cloned())
-        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
 /// The signing secret and the Secret it is read from: the one the spec names, or one the
