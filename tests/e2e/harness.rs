@@ -700,6 +700,58 @@ impl Amqp {
         }
     }
 
+    /// Publishes one persistent event with id `id`, `body`, and optionally a content type and an
+    /// `event-version` header, and waits until the broker confirmed it as routed.
+    pub async fn publish_event(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        id: &str,
+        body: &[u8],
+        content_type: Option<&str>,
+        version: Option<&str>,
+    ) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut props =
+            lapin::BasicProperties::default().with_timestamp(now).with_delivery_mode(2).with_message_id(id.into());
+        if let Some(content_type) = content_type {
+            props = props.with_content_type(content_type.into());
+        }
+        if let Some(version) = version {
+            let mut headers = lapin::types::FieldTable::default();
+            headers.insert("event-version".into(), lapin::types::AMQPValue::LongString(version.into()));
+            props = props.with_headers(headers);
+        }
+        let options = lapin::options::BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = self
+            .channel
+            .basic_publish(exchange.into(), routing_key.into(), options, body, props)
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(matches!(confirm, lapin::Confirmation::Ack(None)), "published and routed: {confirm:?}");
+    }
+
+    /// Takes every message out of `queue` and returns, for each, its id and its
+    /// `x-sluice-reason` header, in order.
+    pub async fn drain_reasons(&self, queue: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        while let Some(m) = self.channel.basic_get(queue.into(), options).await.expect("get") {
+            let props = &m.delivery.properties;
+            let id = props.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+            let reason = props.headers().as_ref().and_then(|h| match h.inner().get("x-sluice-reason") {
+                Some(lapin::types::AMQPValue::LongString(s)) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                _ => None,
+            });
+            out.push((id, reason.unwrap_or_default()));
+        }
+        out
+    }
+
     /// Ready messages in `queue`, exactly, from the broker (not from the statistics).
     pub async fn count(&self, queue: &str) -> u32 {
         let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };

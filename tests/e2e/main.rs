@@ -16,4 +16,5 @@ mod harness;
 mod leader;
 mod receiver;
 mod subscription;
+mod versions;
 mod webhook;

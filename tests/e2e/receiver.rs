@@ -28,6 +28,23 @@ pub struct Seen {
     pub keys_of: HashMap<String, Vec<usize>>,
     /// Ids in the order their successful deliveries arrived.
     pub order: Vec<String>,
+    /// Every request a known key verified, in arrival order.
+    pub requests: Vec<Received>,
+}
+
+/// One verified request as it arrived.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub id: String,
+    /// Header names lowercased.
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
 }
 
 impl Seen {
@@ -64,6 +81,11 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     }
     let keys = verified.iter().enumerate().filter(|(_, ok)| **ok).map(|(i, _)| i).collect();
     seen.keys_of.insert(id.clone(), keys);
+    let headers = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+        .collect();
+    seen.requests.push(Received { id: id.clone(), headers, body: body.clone() });
     let attempt = {
         let n = seen.attempts.entry(id.clone()).or_default();
         *n += 1;

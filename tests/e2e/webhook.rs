@@ -35,12 +35,11 @@ use crate::{
 const WAIT: Duration = Duration::from_secs(120);
 
 /// The pod runner and the controller a test keeps running until it ends (dropped in this order).
-#[allow(dead_code, reason = "held for their lifetime, never read")]
-struct Running(Controller, Controller);
+pub struct Running(#[allow(dead_code, reason = "held for its lifetime")] Controller, pub Controller);
 
 /// A fresh namespace `name-…`, a controller with the chart's permissions leading (lease
 /// `e2e-name`) and the pod runner that starts the dispatcher pods it writes.
-async fn bed(name: &str) -> (TestNamespace, Running) {
+pub async fn bed(name: &str) -> (TestNamespace, Running) {
     bed_with(name, &ControllerOpts::new(name)).await
 }
 
@@ -62,7 +61,7 @@ fn switchable(status: u16) -> (Arc<AtomicU16>, Behaviour) {
     (answer, behaviour)
 }
 
-async fn create<K: Object>(ns: &TestNamespace, object: Value) {
+pub async fn create<K: Object>(ns: &TestNamespace, object: Value) {
     let object: K = serde_json::from_value(object).expect("object");
     ns.api::<K>().create(&PostParams::default(), &object).await.expect("create");
 }
@@ -481,7 +480,7 @@ async fn all_delivered(receiver: &receiver::Handle, amqp: &Amqp, ns: &TestNamesp
 /// Waits until Webhook `hook`'s dispatcher Deployment has rolled out and exactly one dispatcher
 /// process runs: a pod of the previous revision still consuming would take messages meant for
 /// the new one.
-async fn rolled_out(ns: &TestNamespace, hook: &str) {
+pub async fn rolled_out(ns: &TestNamespace, hook: &str) {
     let deployment = format!("deployment/sluice-dispatcher-{hook}");
     let (ok, out) = crate::harness::kubectl(&["rollout", "status", &deployment, "-n", &ns.name, "--timeout=90s"]);
     assert!(ok, "{deployment} rolled out: {out}");
@@ -602,7 +601,7 @@ async fn webhooks(ns: &TestNamespace, hooks: &[(&str, &str, &str, Value)]) {
 }
 
 /// The generated signing secret of `hook`.
-async fn generated_secret(ns: &TestNamespace, hook: &str) -> String {
+pub async fn generated_secret(ns: &TestNamespace, hook: &str) -> String {
     let secret = ns.api::<Secret>().get(&format!("sluice-signing-{hook}")).await.expect("generated secret");
     String::from_utf8(secret.data.expect("data")["secret"].0.clone()).expect("utf-8")
 }
