@@ -40,8 +40,10 @@ pub fn next_transition(policy: &ApiVersionPolicySpec, now: Timestamp) -> Option<
         .min()
 }
 
-/// The policy that governs `topic` among `policies` (one namespace's): the oldest naming it,
-/// ties broken by name. Every other policy naming the topic is in conflict with it.
+/// The policy that governs `topic` among `policies` (one namespace's): the oldest naming it.
+/// Creation times have a resolution of one second; within the same second the one that already
+/// governs keeps governing, and then names decide. Every other policy naming the topic is in
+/// conflict with it.
 pub fn governing<'a>(
     policies: impl IntoIterator<Item = &'a ApiVersionPolicy>,
     topic: &str,
@@ -58,7 +60,14 @@ fn seniority(a: &ApiVersionPolicy, b: &ApiVersionPolicy) -> Ordering {
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
     }
+    .then_with(|| governs(b).cmp(&governs(a)))
     .then_with(|| a.name_any().cmp(&b.name_any()))
+}
+
+/// Whether a policy's status says it governs its topic: it has been judged, and not in conflict.
+fn governs(policy: &ApiVersionPolicy) -> bool {
+    let ready = policy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    ready.is_some_and(|c| c.reason != "Conflict" && c.reason != "Reconciling")
 }
 
 /// Why a Subscription's pin does not resolve.

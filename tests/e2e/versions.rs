@@ -135,12 +135,14 @@ async fn board_is(ns: &TestNamespace, policy: &str, rows: &[(String, String, i64
     }
 }
 
-async fn subscription(ns: &TestNamespace, name: &str, topic: &str, pin: &str) {
+/// A Subscription of `topic` pinned to `pin`, delivered by Webhook `hook` when `delivered`.
+async fn subscription(ns: &TestNamespace, name: &str, topic: &str, pin: &str, delivered: bool) {
+    let webhook = delivered.then(|| json!({"name": "hook"}));
     create::<Subscription>(
         ns,
         json!({
             "apiVersion": "sluice.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": name},
-            "spec": {"topicRef": {"name": topic}, "webhookRef": {"name": "hook"}, "eventVersion": pin,
+            "spec": {"topicRef": {"name": topic}, "webhookRef": webhook, "eventVersion": pin,
                      "retry": {"schedule": ["100ms"]}, "deletionPolicy": "Delete"}
         }),
     )
@@ -173,9 +175,9 @@ async fn every_delivery_arrives_in_its_subscriptions_version_and_a_sunset_holds_
     )
     .await;
     for (sub, pin) in [("billing-v3", "v3"), ("billing-v2", "v2"), ("billing-v1", "v1")] {
-        subscription(&ns, sub, "orders", pin).await;
+        subscription(&ns, sub, "orders", pin, true).await;
     }
-    subscription(&ns, "payments-v1", "payments", "v1").await;
+    subscription(&ns, "payments-v1", "payments", "v1", true).await;
     for resource in [
         "apiversionpolicy/orders-versions",
         "apiversionpolicy/payments-versions",
@@ -498,4 +500,69 @@ async fn every_delivery_arrives_in_its_subscriptions_version_and_a_sunset_holds_
 
 async fn admin_client() -> kube::Client {
     crate::harness::admin().await
+}
+
+#[tokio::test]
+async fn a_policy_reports_its_topic_conflicts_and_broken_patches_and_subscriptions_their_pins() {
+    let _serial = serial();
+    let (ns, _running) = bed("versions-status").await;
+    let meta = |kind: &str, name: &str, spec: Value| json!({"apiVersion": "sluice.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+    // No topic yet: not Ready, and kstatus sees it in progress (Reconciling), not failed.
+    create::<ApiVersionPolicy>(&ns, meta("ApiVersionPolicy", "orders-versions", orders_policy("Block"))).await;
+    let message = ns.wait_condition::<ApiVersionPolicy>("orders-versions", "Ready", "False", "TopicNotFound").await;
+    assert!(message.contains(&format!("EventTopic {}/orders does not exist", ns.name)), "{message}");
+    let policy = ns.get_json::<ApiVersionPolicy>("orders-versions").await.expect("policy");
+    assert_eq!(condition(&policy, "Reconciling").map(|c| c.0).as_deref(), Some("True"));
+    assert_eq!(condition(&policy, "Stalled").map(|c| c.0).as_deref(), Some("False"));
+    create::<EventTopic>(&ns, meta("EventTopic", "orders", orders_catalog())).await;
+    ns.wait_ready("apiversionpolicy/orders-versions");
+    let ready = ns.wait_condition::<ApiVersionPolicy>("orders-versions", "Ready", "True", "Ready").await;
+    assert!(ready.contains("2 example(s) rendered through 3 version step(s)"), "{ready}");
+
+    // One policy per topic: the second names the first.
+    create::<ApiVersionPolicy>(&ns, meta("ApiVersionPolicy", "more-versions", orders_policy("Warn"))).await;
+    let conflict = ns.wait_condition::<ApiVersionPolicy>("more-versions", "Ready", "False", "Conflict").await;
+    assert!(conflict.contains("ApiVersionPolicy orders-versions already governs EventTopic orders"), "{conflict}");
+
+    // Pins: known, unknown, and without any policy.
+    subscription(&ns, "known", "orders", "v2", false).await;
+    subscription(&ns, "unknown", "orders", "v7", false).await;
+    create::<EventTopic>(&ns, meta("EventTopic", "audit", json!({"type": "topic"}))).await;
+    subscription(&ns, "unversioned", "audit", "v1", false).await;
+    ns.wait_ready("subscription/known");
+    let known = ns.get_json::<Subscription>("known").await.expect("subscription");
+    assert_eq!(known["status"]["version"], json!({"name": "v2", "state": "Deprecated"}));
+    let (ok, printed) = crate::harness::kubectl(&["get", "esub", "known", "-n", &ns.name, "--no-headers"]);
+    assert!(
+        ok && printed.split_whitespace().nth(3) == Some("v2"),
+        "the Version column (no Webhook column value): {printed}"
+    );
+    let unknown = ns.wait_condition::<Subscription>("unknown", "Ready", "False", "UnknownVersion").await;
+    assert_eq!(
+        unknown,
+        "spec.eventVersion v7 is not a version of ApiVersionPolicy orders-versions, which lists v3, v2, v1"
+    );
+    let none = ns.wait_condition::<Subscription>("unversioned", "Ready", "False", "NoVersionPolicy").await;
+    assert!(none.contains("topic audit has no ApiVersionPolicy"), "{none}");
+
+    // A patch that breaks the catalog's example is refused before any event is delivered.
+    let broken =
+        json!([{"op": "replace", "path": "/spec/versions/1/changes/0/patch/1/from", "value": "/customer/nickname"}]);
+    let patch: json_patch::Patch = serde_json::from_value(broken).expect("patch");
+    ns.api::<ApiVersionPolicy>()
+        .patch("orders-versions", &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .expect("break");
+    let invalid = ns.wait_condition::<ApiVersionPolicy>("orders-versions", "Ready", "False", "ConversionInvalid").await;
+    assert_eq!(
+        invalid,
+        r#"conversion dry run failed: order.created example 0 of v3: step v3 -> v2: changes[0].patch[1] (move /customer/nickname -> /customerName) failed: "from" path is invalid"#
+    );
+    let policy = ns.get_json::<ApiVersionPolicy>("orders-versions").await.expect("policy");
+    assert_eq!(condition(&policy, "Stalled").map(|c| c.0).as_deref(), Some("True"), "a human must fix it");
+    // The Subscriptions on its topic say so and keep what they had.
+    ns.wait_condition::<Subscription>("known", "Ready", "False", "VersionPolicyNotReady").await;
+    let events = events_for(&admin_client().await, &ns.name, "orders-versions").await;
+    assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "ConversionInvalid"), "{events:?}");
+    ns.teardown().await;
 }
