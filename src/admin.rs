@@ -1,5 +1,5 @@
 //! The admin HTTP server on :8080: `/metrics` (Prometheus), `/healthz` (liveness) and
-//! `/readyz` (readiness). Shared by the controller and, later, the dispatcher.
+//! `/readyz` (readiness). Shared by the controller and the dispatcher.
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -240,7 +240,8 @@ impl From<SigningKey> for KeyRing {
 }
 
 /// The `webhook-signature` header value: one `v1,<base64>` entry per key, in the keys' order.
-/// `msg_id` must not contain `.`; the dispatcher generates it.
+/// `msg_id` is the event id: the producer's AMQP message id, or the one the dispatcher derives
+/// from the message when it has none (`dispatch::envelope::message_id`).
 pub fn sign<'a>(
     keys: impl IntoIterator<Item = &'a SigningKey>,
     msg_id: &str,

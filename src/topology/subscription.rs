@@ -68,6 +68,10 @@ pub enum FilterError {
         "topic {topic} is a direct exchange, which delivers by exact routing key: list the event types in spec.filter.routingKeys"
     )]
     RoutingKeysRequired { topic: String },
+    #[error(
+        "topic {topic} is a direct exchange, which matches routing keys exactly and does not expand * or #: list the event types in spec.filter.routingKeys ({key:?} would match nothing), or use a topic of type topic"
+    )]
+    WildcardOnDirect { topic: String, key: String },
     #[error("spec.retry.schedule[{step}] is not a valid duration")]
     InvalidStep { step: usize },
     #[error("spec.{field} is not a valid duration")]
@@ -158,6 +162,11 @@ fn bindings(spec: &SubscriptionSpec, topic: &TopicBinding, work: &str) -> Result
                     ExchangeType::Direct => Err(FilterError::RoutingKeysRequired { topic: topic_name }),
                     _ => Ok(vec![binding("#", BTreeMap::new())]),
                 };
+            }
+            if topic.kind == ExchangeType::Direct
+                && let Some(key) = keys.iter().find(|k| k.split('.').any(|word| word == "*" || word == "#"))
+            {
+                return Err(FilterError::WildcardOnDirect { topic: topic_name, key: key.clone() });
             }
             let mut keys = keys.to_vec();
             keys.sort();
@@ -258,8 +267,6 @@ fn exact_policy(queue: &str, definition: Map<String, Value>) -> Policy {
     }
 }
 
-/// A regular expression matching every queue of the subscription with work queue `work`:
-/// the work queue, its retry steps and its dead-letter queue.
 /// The step number of a retry queue name of this subscription, if it is one.
 pub fn retry_step(namespace: &str, name: &str, queue: &str) -> Option<usize> {
     let prefix = format!("{}.retry.", names::work_queue(namespace, name));
@@ -354,6 +361,11 @@ mod tests {
             desired("shop", "x", &spec(json!({})), &topic(ExchangeType::Direct)),
             Err(FilterError::RoutingKeysRequired { .. })
         ));
+        let wildcard = spec(json!({"filter": {"routingKeys": ["order.created", "order.*"]}}));
+        let err = desired("shop", "x", &wildcard, &topic(ExchangeType::Direct)).unwrap_err();
+        assert_eq!(err, FilterError::WildcardOnDirect { topic: "sluice.shop.orders".into(), key: "order.*".into() });
+        let exact = spec(json!({"filter": {"routingKeys": ["order.created", "order.paid"]}}));
+        assert_eq!(desired("shop", "x", &exact, &topic(ExchangeType::Direct)).expect("exact keys").bindings.len(), 2);
     }
 
     #[test]

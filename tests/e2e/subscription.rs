@@ -117,7 +117,7 @@ async fn a_subscription_becomes_a_work_queue_with_a_retry_ladder_and_a_dead_lett
     let (ok, out) = kubectl(&["get", "esub", "billing", "-n", &ns.name]);
     assert!(ok, "{out}");
     let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "TOPIC", "WEBHOOK", "MESSAGES", "DLQ", "AGE"]);
+    assert_eq!(header, ["NAME", "READY", "TOPIC", "WEBHOOK", "VERSION", "MESSAGES", "DLQ", "AGE"]);
 
     // The ladder: a message in a retry step comes back to the work queue when its delay is up.
     let amqp = Amqp::connect().await;
@@ -281,6 +281,22 @@ async fn references_are_followed_by_watches_and_a_recreated_topic_is_rebound() {
     let message = ns.wait_condition::<Subscription>("keys", "Stalled", "True", "FilterMismatch").await;
     assert!(message.contains("ignores routing keys: remove spec.filter.routingKeys"), "{message}");
     assert!(rabbit.queue(&queue_name(&ns, "keys")).await.is_none());
+    // A direct exchange does not expand wildcards: a pattern would silently match nothing.
+    create_topic(&ns, "exact", json!({"type": "direct"})).await;
+    create_sub(
+        &ns,
+        "wild",
+        json!({"topicRef": {"name": "exact"}, "filter": {"routingKeys": ["order.created", "order.*"]}}),
+    )
+    .await;
+    let message = ns.wait_condition::<Subscription>("wild", "Stalled", "True", "FilterMismatch").await;
+    assert!(
+        message.contains(
+            r#"does not expand * or #: list the event types in spec.filter.routingKeys ("order.*" would match nothing)"#
+        ),
+        "{message}"
+    );
+    assert!(rabbit.queue(&queue_name(&ns, "wild")).await.is_none());
     amqp.close().await;
     ns.teardown().await;
 }
@@ -428,6 +444,9 @@ async fn a_redrive_moves_the_dead_letter_queue_back_once_per_value() {
     .await;
     assert_eq!(redrive["moved"], 25);
     assert!(redrive["time"].is_string());
+    // The counts in the same status write are those after the move, not the stale ones before.
+    let messages = ns.get_json::<Subscription>("billing").await.expect("subscription")["status"]["messages"].clone();
+    assert_eq!((messages["ready"].clone(), messages["deadLettered"].clone()), (json!(25), json!(0)), "{messages}");
     assert_eq!(amqp.count(&dlq).await, 0);
     assert_eq!(amqp.count(&work).await, 25);
     let m = amqp.channel.basic_get(work.as_str().into(), BasicGetOptions { no_ack: false }).await.expect("get");

@@ -217,6 +217,29 @@ fn counts(existing: &HashMap<String, QueueInfo>, t: &SubscriptionTopology) -> Me
     MessageCounts { ready, unacknowledged, retrying, dead_lettered: dlq_ready + dlq_unacked }
 }
 
+/// The counts after moving messages between the queues: ready messages read from the queues
+/// themselves (exact, where the statistics lag by seconds); unacknowledged ones as `before`.
+pub async fn recount(
+    broker: &Broker,
+    t: &SubscriptionTopology,
+    before: &MessageCounts,
+) -> Result<MessageCounts, BrokerError> {
+    let mut retrying = 0;
+    for queue in &t.retry_queues {
+        retrying += ready(broker, &queue.name).await?;
+    }
+    Ok(MessageCounts {
+        ready: ready(broker, &t.work_queue.name).await?,
+        unacknowledged: before.unacknowledged,
+        retrying,
+        dead_lettered: ready(broker, &t.dead_letter_queue.name).await?,
+    })
+}
+
+async fn ready(broker: &Broker, queue: &str) -> Result<i64, BrokerError> {
+    Ok(i64::from(ready_count(broker, queue).await?.unwrap_or(0)))
+}
+
 /// Deletes every queue and policy of the subscription (deletionPolicy Delete). Deletes are
 /// idempotent, so every name it could have is deleted without looking first.
 pub async fn delete_all(broker: &Broker, namespace: &str, name: &str) -> Result<(), BrokerError> {

@@ -153,8 +153,12 @@ async fn converge(sub: &Subscription, ctx: &Context) -> Result<Converged, Error>
     let key = topic_broker(&topic);
     let broker = ctx.brokers.resolve(&key).await?;
     broker.ensure_up()?;
-    let applied = apply::apply(&broker, &namespace, &name, &topology, &leftovers(sub)).await?;
+    let mut applied = apply::apply(&broker, &namespace, &name, &topology, &leftovers(sub)).await?;
     let redrive = redrive(sub, &broker, &topology).await?;
+    if redrive.is_some() || !applied.moved.is_empty() {
+        // The counts were read before the moves; status must show where the messages are now.
+        applied.counts = apply::recount(&broker, &topology, &applied.counts).await?;
+    }
     let mut version = version::check(sub, ctx, &namespace, &topology.work_queue.name).await?;
     let waiting = match version.problem.take() {
         Some(problem) => Some(problem),

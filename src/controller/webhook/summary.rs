@@ -60,11 +60,12 @@ pub fn summarize(status: &mut WebhookStatus) {
     if last_failure.is_some() {
         status.last_failure_time = last_failure;
     }
-    // The status code of whichever pod attempted most recently.
+    // The status code of whichever pod attempted most recently; none when that attempt got no
+    // response (a timeout, a refused connection).
     let latest =
         reports.iter().max_by_key(|r| r.last_success_time.iter().chain(&r.last_failure_time).map(|t| t.0).max());
-    if let Some(code) = latest.and_then(|r| r.last_status_code) {
-        status.last_status_code = Some(code);
+    if let Some(latest) = latest {
+        status.last_status_code = latest.last_status_code;
     }
     if !reports.is_empty() {
         status.consecutive_failures = Some(reports.iter().map(|r| r.consecutive_failures).sum());
@@ -180,6 +181,21 @@ mod tests {
         assert_eq!(status.last_status_code, Some(503), "the most recent attempt's code");
         assert_eq!(status.consecutive_failures, Some(3));
         assert_eq!(status.circuit, Some(CircuitState::Open));
+    }
+
+    #[test]
+    fn an_attempt_without_a_response_clears_the_last_status_code() {
+        let mut status = WebhookStatus {
+            last_status_code: Some(503),
+            dispatchers: vec![DispatcherReport {
+                last_failure_time: Some(at(300)),
+                last_status_code: None,
+                ..report("a", 0)
+            }],
+            ..WebhookStatus::default()
+        };
+        summarize(&mut status);
+        assert_eq!(status.last_status_code, None, "the last attempt timed out: no code");
     }
 
     #[test]
