@@ -1,9 +1,15 @@
 //! `make bench`, dispatcher section: the release `sluice dispatcher` against the test bed's
-//! broker and local HTTP sinks, compared with a raw lapin consumer (consume + ack, nothing
-//! else) on the same broker in the same run. Printed as a table; nothing here asserts.
+//! broker and local HTTP sinks, compared in the same run with the fastest consume+ack floor we
+//! can build on the same broker. Printed as a table; nothing here asserts.
 //!
-//! - throughput: `SLUICE_BENCH_MESSAGES` (default 20000) messages waiting in a quorum queue,
-//!   drained by the raw consumer, then by the dispatcher into an instant sink (204);
+//! - the floor: `SLUICE_BENCH_MESSAGES` (default 20000) 1 KiB JSON messages waiting in a quorum
+//!   queue, drained by three plain consumers with the dispatcher's prefetch: lapin acking each
+//!   message in turn, lapin with one `multiple` ack per half prefetch, and Go's amqp091 client
+//!   (`tools/amqp-floor`) likewise. The fastest is the floor, its CPU per message the CPU floor;
+//! - throughput: the dispatcher draining the same messages into an instant sink (204), passing
+//!   bodies through, checking them against a catalog schema, and rendering them two versions
+//!   down with both checks; alternating, median of 3 each; CPU per delivery of the dispatcher;
+//! - rendering in-process: microseconds per message to check, and to check, convert and check;
 //! - latency: publish → received at the sink at 1,000 msg/s for 10 s (p50, p99), and the
 //!   same for the raw consumer (publish → consumed);
 //! - isolation: the healthy Webhook's throughput with a second dispatcher beside it whose
@@ -17,6 +23,7 @@
 mod harness;
 
 use std::{
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -35,13 +42,76 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable},
 };
-use serde_json::json;
-use sluice::dispatch::signing::generate_secret;
+use serde_json::{Value, json};
+use sluice::{
+    dispatch::signing::generate_secret,
+    versions::{Message, Renderer, TopicVersions},
+};
 
 const PREFETCH: u16 = 64;
 
 fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (in USER_HZ ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A realistic order of about 1 KiB, version 3 of the bench's catalog.
+fn order(i: usize) -> Vec<u8> {
+    let lines: Vec<Value> = (0..6)
+        .map(|l| json!({"sku": format!("SKU-{:05}", i * 7 + l), "name": "Organic green tea, 20 bags", "qty": l + 1, "unitPrice": {"amount": 4.5, "currency": "EUR"}}))
+        .collect();
+    let body = json!({
+        "id": format!("ord_{i:08}"),
+        "createdAt": "2026-12-03T10:15:00Z",
+        "customer": {"id": format!("cus_{i:06}"), "name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold"},
+        "shipping": {"street": "12 Analytical Row", "city": "London", "postcode": "NW1 6XE", "country": "GB"},
+        "lines": lines,
+        "total": {"amount": 94.5, "currency": "EUR"},
+        "channel": "web"
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The bench's topic: `order.created` in three versions with a schema each, and a policy whose
+/// v2 flattens the customer and v1 the total (two steps from v3 to v1).
+fn orders() -> TopicVersions {
+    serde_json::from_value(json!({
+        "events": [{"type": "order.created", "versions": [
+            {"name": "v3", "schema": {"type": "object", "required": ["id", "customer", "lines", "total"], "properties": {
+                "id": {"type": "string", "pattern": "^ord_[0-9]{8}$"},
+                "createdAt": {"type": "string"},
+                "customer": {"type": "object", "required": ["id", "name"], "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string"}, "tier": {"enum": ["gold", "silver"]}}},
+                "shipping": {"type": "object", "required": ["country"], "properties": {"country": {"type": "string", "minLength": 2, "maxLength": 2}}},
+                "lines": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["sku", "qty", "unitPrice"], "properties": {
+                    "sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1},
+                    "unitPrice": {"type": "object", "required": ["amount", "currency"]}}}},
+                "total": {"type": "object", "required": ["amount", "currency"], "properties": {"amount": {"type": "number"}, "currency": {"type": "string"}}}}}},
+            {"name": "v2", "schema": {"type": "object", "required": ["id", "customerId", "total"], "not": {"required": ["customer"]}}},
+            {"name": "v1", "schema": {"type": "object", "required": ["id", "customerId", "amount", "lines"], "not": {"required": ["total"]},
+                "properties": {"amount": {"type": "number"}, "lines": {"type": "array", "minItems": 1}}}}
+        ]}],
+        "policy": {"current": "v3", "versions": [
+            {"name": "v3"},
+            {"name": "v2", "changes": [{"patch": [
+                {"op": "move", "from": "/customer/id", "path": "/customerId"},
+                {"op": "move", "from": "/customer/name", "path": "/customerName"},
+                {"op": "remove", "path": "/customer"}]}]},
+            {"name": "v1", "changes": [{"patch": [
+                {"op": "move", "from": "/total/amount", "path": "/amount"},
+                {"op": "remove", "path": "/total"}]}]}
+        ]}
+    }))
+    .expect("the bench topic")
 }
 
 /// What a sink saw: deliveries, and publish → arrival latencies (µs) of timed bodies.
@@ -162,16 +232,17 @@ async fn delete(channel: &lapin::Channel, q: &Queues) {
     }
 }
 
-/// Publishes `n` persistent messages to `queue` with confirms, `body(i)` each.
+/// Publishes `n` persistent 1 KiB orders (`order.created`, as v3) to `queue` with confirms.
 async fn fill(channel: &lapin::Channel, queue: &str, n: usize) {
     let mut pending = Vec::new();
     for i in 0..n {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
+            .with_type("order.created".into())
             .with_message_id(format!("m-{i}").into());
         let confirm = channel
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), b"{}", props)
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &order(i), props)
             .await
             .expect("publish");
         pending.push(confirm);
@@ -186,20 +257,85 @@ async fn fill(channel: &lapin::Channel, queue: &str, n: usize) {
     }
 }
 
-fn dispatcher(name: &str, url: &str, queues: &[(&str, &Queues)], timeout_ms: u64) -> Controller {
+/// How a bench dispatcher renders: bodies passed through, checked against the catalog, or
+/// checked, rendered two versions down and checked again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rendering {
+    Passthrough,
+    Checked,
+    TwoSteps,
+}
+
+fn dispatcher(name: &str, url: &str, queues: &[(&str, &Queues)], timeout_ms: u64, rendering: Rendering) -> Controller {
+    let (topic, version) = match rendering {
+        Rendering::Passthrough => (None, None),
+        Rendering::Checked => (Some("orders"), Some("v3")),
+        Rendering::TwoSteps => (Some("orders"), Some("v1")),
+    };
+    let topics = if topic.is_some() { json!({"orders": orders()}) } else { json!({}) };
     let config = json!({
         "namespace": "bench", "webhook": name, "url": url, "timeout": timeout_ms, "connectTimeout": 1000,
         "maxInFlight": PREFETCH,
         "circuitBreaker": {"failureRatio": 1.0, "minAttempts": 1_000_000, "window": 60_000, "openFor": 1000},
         "egress": {"allow": ["127.0.0.0/8"]},
         "subscriptions": queues.iter().map(|(sub, q)| json!({
-            "name": sub, "queue": q.work, "retryQueues": [q.retry], "schedule": [1000], "deadLetterQueue": q.dlq
-        })).collect::<Vec<_>>()
+            "name": sub, "queue": q.work, "retryQueues": [q.retry], "schedule": [1000], "deadLetterQueue": q.dlq,
+            "topic": topic, "version": version
+        })).collect::<Vec<_>>(),
+        "topics": topics
     });
     Controller::dispatcher(&config, &generate_secret())
 }
 
-/// The raw baseline: a lapin consumer with the same prefetch that only acks.
+/// A plain lapin consumer with the dispatcher's prefetch, acking each message in turn (`every`
+/// 1) or with one `multiple` ack per `every` messages; returns its rate and CPU seconds.
+async fn lapin_floor(conn: &Connection, queue: &str, n: usize, every: usize) -> (f64, f64) {
+    let channel = conn.create_channel().await.expect("channel");
+    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = channel
+        .basic_consume(queue.into(), "bench-raw".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    let cpu = cpu_seconds(std::process::id());
+    let (mut first, mut last) = (None, Instant::now());
+    for i in 1..=n {
+        let delivery = consumer.next().await.expect("stream").expect("delivery");
+        first.get_or_insert_with(Instant::now);
+        if i % every == 0 || i == n {
+            let multiple = BasicAckOptions { multiple: every > 1 };
+            delivery.acker.ack(multiple).await.expect("ack");
+        }
+        last = Instant::now();
+    }
+    let used = cpu_seconds(std::process::id()) - cpu;
+    let _ = channel.close(200, "done".into()).await;
+    ((n - 1) as f64 / (last - first.unwrap_or(last)).as_secs_f64(), used)
+}
+
+/// The Go amqp091 floor (`tools/amqp-floor`); its rate and CPU seconds.
+fn go_floor(binary: &str, queue: &str, n: usize) -> Option<(f64, f64)> {
+    let out = Command::new(binary)
+        .args(["-uri", AMQP_URI, "-queue", queue, "-n", &n.to_string(), "-prefetch", &PREFETCH.to_string()])
+        .output()
+        .ok()?;
+    let result: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((result["rate"].as_f64()?, result["cpu_seconds"].as_f64()?))
+}
+
+/// Builds the Go floor into target/ (incremental after the first time); `None` without Go.
+fn build_go_floor() -> Option<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = format!("{root}/target/amqp-floor");
+    let built = Command::new("go")
+        .args(["build", "-o", &out, "."])
+        .current_dir(format!("{root}/tools/amqp-floor"))
+        .env("GOFLAGS", "-mod=mod")
+        .status()
+        .ok()?;
+    built.success().then_some(out)
+}
+
+/// The raw consumer for the latency run: acks each message as it comes.
 async fn raw_consume(conn: &Connection, queue: &str, n: usize, sink: &Sink) {
     let channel = conn.create_channel().await.expect("channel");
     channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.expect("qos");
@@ -246,6 +382,173 @@ async fn wait_for(sink: &Sink, n: usize) {
     .await;
 }
 
+/// Microseconds per message for `Renderer::render` to `pin` over `orders`, single-threaded.
+fn render_micros(renderer: &Renderer, pin: &str, bodies: &[Vec<u8>]) -> f64 {
+    let target = renderer.target(Some(pin)).expect("pin");
+    let started = Instant::now();
+    for body in bodies {
+        let message =
+            Message { event_type: "order.created", version: None, content_type: Some("application/json"), body };
+        std::hint::black_box(renderer.render(target, &message).expect("renders"));
+    }
+    started.elapsed().as_secs_f64() * 1e6 / bodies.len() as f64
+}
+
+/// What the bench's parts share: the broker, the sink, the healthy queues, the rows printed.
+struct Bench {
+    n: usize,
+    conn: Connection,
+    channel: lapin::Channel,
+    healthy: Queues,
+    url: String,
+    sink: Arc<Sink>,
+    rows: Vec<(String, String)>,
+}
+
+impl Bench {
+    fn row(&mut self, figure: &str, value: String) {
+        eprintln!("bench: {figure}: {value}");
+        self.rows.push((figure.to_owned(), value));
+    }
+
+    /// The fastest plain consumer of the same messages with the same prefetch: its rate and
+    /// CPU microseconds per message.
+    async fn floor(&mut self) -> (f64, f64) {
+        let n = self.n;
+        let mut floors = Vec::new();
+        for (name, every) in [("lapin, acking each message in turn", 1), ("lapin, one multiple ack per 32", 32)] {
+            fill(&self.channel, &self.healthy.work, n).await;
+            let (rate, cpu) = lapin_floor(&self.conn, &self.healthy.work, n, every).await;
+            self.row(&format!("floor: {name}, prefetch {PREFETCH} (msg/s)"), format!("{rate:.0}"));
+            floors.push((name.to_owned(), rate, cpu));
+        }
+        match build_go_floor() {
+            Some(binary) => {
+                fill(&self.channel, &self.healthy.work, n).await;
+                if let Some((rate, cpu)) = go_floor(&binary, &self.healthy.work, n) {
+                    let figure = format!("floor: Go amqp091, one multiple ack per 32, prefetch {PREFETCH} (msg/s)");
+                    self.row(&figure, format!("{rate:.0}"));
+                    floors.push(("Go amqp091".to_owned(), rate, cpu));
+                }
+            }
+            None => self.row("floor: Go amqp091", "not built (no Go toolchain)".to_owned()),
+        }
+        let (name, rate, cpu) = floors.iter().max_by(|a, b| a.1.total_cmp(&b.1)).cloned().expect("a floor");
+        let per_message = cpu * 1e6 / n as f64;
+        self.row("  the floor: the fastest of these", name);
+        self.row("  floor CPU per message (µs)", format!("{per_message:.1}"));
+        (rate, per_message)
+    }
+
+    /// The dispatcher draining n messages: passing them through, checking them, and rendering
+    /// them two versions down, alternating, median of 3 each.
+    async fn throughput(&mut self, (floor, floor_us): (f64, f64)) {
+        let n = self.n;
+        let mut runs: Vec<(Rendering, Vec<f64>, Vec<f64>)> =
+            [Rendering::Passthrough, Rendering::Checked, Rendering::TwoSteps]
+                .into_iter()
+                .map(|r| (r, Vec::new(), Vec::new()))
+                .collect();
+        let mut drained_rss = 0.0;
+        for _ in 0..3 {
+            for (rendering, rates, cpus) in &mut runs {
+                self.sink.reset();
+                fill(&self.channel, &self.healthy.work, n).await;
+                let d = dispatcher("healthy", &self.url, &[("healthy", &self.healthy)], 15_000, *rendering);
+                d.wait_ready().await;
+                let cpu = d.cpu_seconds();
+                wait_for(&self.sink, n).await;
+                rates.push(self.sink.rate());
+                cpus.push((d.cpu_seconds() - cpu) * 1e6 / n as f64);
+                if *rendering == Rendering::Passthrough {
+                    drained_rss = d.rss_kib() as f64 / 1024.0;
+                }
+            }
+        }
+        let medians: Vec<(f64, f64)> = runs.iter_mut().map(|(_, rates, cpus)| (median(rates), median(cpus))).collect();
+        let (passthrough, passthrough_cpu) = medians[0];
+        self.row("dispatcher -> instant sink, passthrough, median of 3 (deliveries/s)", format!("{passthrough:.0}"));
+        self.row("  ratio to the floor (target >= 0.6)", format!("{:.2}", passthrough / floor));
+        self.row("  dispatcher CPU per delivery (µs)", format!("{passthrough_cpu:.1}"));
+        self.row(
+            "  ratio to the floor's CPU per message (target <= 1.5)",
+            format!("{:.2}", passthrough_cpu / floor_us),
+        );
+        self.row("dispatcher RSS after draining at full speed (MiB, target < 24)", format!("{drained_rss:.1}"));
+        for (label, (rate, cpu)) in
+            ["checked against the v3 schema", "v3 -> v1, two steps, both checks"].iter().zip(&medians[1..])
+        {
+            self.row(&format!("dispatcher, {label}, median of 3 (deliveries/s)"), format!("{rate:.0}"));
+            self.row("  ratio to passthrough (target >= 0.85 for two steps)", format!("{:.2}", rate / passthrough));
+            self.row("  dispatcher CPU per delivery (µs)", format!("{cpu:.1}"));
+        }
+        let renderer = Renderer::compile(&orders()).expect("compiles");
+        let bodies: Vec<Vec<u8>> = (0..n).map(order).collect();
+        let checked = render_micros(&renderer, "v3", &bodies);
+        self.row("in-process: check one message against its schema (µs)", format!("{checked:.1}"));
+        let converted = render_micros(&renderer, "v1", &bodies);
+        self.row("in-process: check, render two versions down, check (µs)", format!("{converted:.1}"));
+    }
+
+    /// Publish → delivered at 1,000 msg/s: a fresh dispatcher, then the raw consumer.
+    async fn latency(&mut self) {
+        self.sink.reset();
+        let d = dispatcher("healthy", &self.url, &[("healthy", &self.healthy)], 15_000, Rendering::Passthrough);
+        d.wait_ready().await;
+        paced(&self.channel, &self.healthy.work, 1000, 10).await;
+        wait_for(&self.sink, 10_000).await;
+        let (p50, p99) = (self.sink.percentile(0.50), self.sink.percentile(0.99));
+        self.row("dispatcher at 1,000 msg/s: publish -> delivered p50 (ms)", format!("{p50:.2}"));
+        self.row("dispatcher at 1,000 msg/s: publish -> delivered p99 (ms, target < 10)", format!("{p99:.2}"));
+        self.row("dispatcher RSS at 1,000 msg/s (MiB, target < 24)", format!("{:.1}", d.rss_kib() as f64 / 1024.0));
+        drop(d);
+        self.sink.reset();
+        let (raw, ()) = tokio::join!(
+            async {
+                raw_consume(&self.conn, &self.healthy.work, 10_000, &self.sink).await;
+                (self.sink.percentile(0.50), self.sink.percentile(0.99))
+            },
+            paced(&self.channel, &self.healthy.work, 1000, 10)
+        );
+        self.row("raw consumer at 1,000 msg/s: publish -> consumed p50 (ms)", format!("{:.2}", raw.0));
+        self.row("raw consumer at 1,000 msg/s: publish -> consumed p99 (ms)", format!("{:.2}", raw.1));
+    }
+
+    /// The healthy Webhook with a dead one (timing out) beside it, and without, alternating
+    /// over three rounds each (one drain alone varies by ~10% here).
+    async fn isolation(&mut self, base: &str) {
+        let n = self.n;
+        let dead_queues = declare(&self.channel, &format!("{base}.dead")).await;
+        fill(&self.channel, &dead_queues.work, 5_000).await;
+        let (dead_url, _dead) = dead_endpoint().await;
+        let (mut alone_runs, mut beside_runs) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            for with_dead in [false, true] {
+                let dead = with_dead
+                    .then(|| dispatcher("dead", &dead_url, &[("dead", &dead_queues)], 2_000, Rendering::Passthrough));
+                if let Some(dead) = &dead {
+                    dead.wait_ready().await;
+                }
+                self.sink.reset();
+                fill(&self.channel, &self.healthy.work, n).await;
+                let d = dispatcher("healthy", &self.url, &[("healthy", &self.healthy)], 15_000, Rendering::Passthrough);
+                d.wait_ready().await;
+                wait_for(&self.sink, n).await;
+                if with_dead { &mut beside_runs } else { &mut alone_runs }.push(self.sink.rate());
+                drop((d, dead));
+            }
+        }
+        let (alone, beside) = (median(&mut alone_runs), median(&mut beside_runs));
+        self.row("dispatcher -> instant sink, alone, median of 3 (msg/s)", format!("{alone:.0}"));
+        self.row(
+            "dispatcher -> instant sink, with a dead endpoint beside it, median of 3 (msg/s)",
+            format!("{beside:.0}"),
+        );
+        self.row("  ratio with / without the dead endpoint (target >= 0.95)", format!("{:.2}", beside / alone));
+        delete(&self.channel, &dead_queues).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("SLUICE_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -255,82 +558,17 @@ async fn main() {
     let base = format!("bench-dispatch-{}", random_suffix());
     let healthy = declare(&channel, &format!("{base}.healthy")).await;
     let (url, sink) = sink().await;
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let mut row = |figure: &str, value: String| {
-        eprintln!("bench: {figure}: {value}");
-        rows.push((figure.to_owned(), value));
-    };
-
-    // Throughput: raw consumer, then the dispatcher, each draining n waiting messages.
-    fill(&channel, &healthy.work, n).await;
-    raw_consume(&conn, &healthy.work, n, &sink).await;
-    let raw = sink.rate();
-    sink.reset();
-    fill(&channel, &healthy.work, n).await;
-    let d = dispatcher("healthy", &url, &[("healthy", &healthy)], 15_000);
-    d.wait_ready().await;
-    wait_for(&sink, n).await;
-    let alone = sink.rate();
-    row(&format!("raw lapin consume+ack, prefetch {PREFETCH} (msg/s)"), format!("{raw:.0}"));
-    row("dispatcher -> instant sink, deliveries/s", format!("{alone:.0}"));
-    row("  ratio dispatcher / raw", format!("{:.2}", alone / raw));
-
-    row("dispatcher RSS after draining at full speed (MiB)", format!("{:.1}", d.rss_kib() as f64 / 1024.0));
-    drop(d);
-
-    // Latency at 1,000 msg/s: a fresh dispatcher, then the raw consumer.
-    sink.reset();
-    let d = dispatcher("healthy", &url, &[("healthy", &healthy)], 15_000);
-    d.wait_ready().await;
-    paced(&channel, &healthy.work, 1000, 10).await;
-    wait_for(&sink, 10_000).await;
-    row("dispatcher at 1,000 msg/s: publish -> delivered p50 (ms)", format!("{:.2}", sink.percentile(0.50)));
-    row("dispatcher at 1,000 msg/s: publish -> delivered p99 (ms)", format!("{:.2}", sink.percentile(0.99)));
-    row("dispatcher RSS at 1,000 msg/s (MiB)", format!("{:.1}", d.rss_kib() as f64 / 1024.0));
-    drop(d);
-    sink.reset();
-    let (raw_latency, ()) = tokio::join!(
-        async {
-            raw_consume(&conn, &healthy.work, 10_000, &sink).await;
-            (sink.percentile(0.50), sink.percentile(0.99))
-        },
-        paced(&channel, &healthy.work, 1000, 10)
-    );
-    row("raw consumer at 1,000 msg/s: publish -> consumed p50 (ms)", format!("{:.2}", raw_latency.0));
-    row("raw consumer at 1,000 msg/s: publish -> consumed p99 (ms)", format!("{:.2}", raw_latency.1));
-
-    // Isolation: the healthy Webhook again, with a dead one (timing out) beside it, and
-    // without, alternating over three rounds each (one drain alone varies by ~10% here).
-    let dead_queues = declare(&channel, &format!("{base}.dead")).await;
-    fill(&channel, &dead_queues.work, 5_000).await;
-    let (dead_url, _dead) = dead_endpoint().await;
-    let (mut alone_runs, mut beside_runs) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        for with_dead in [false, true] {
-            let dead = with_dead.then(|| dispatcher("dead", &dead_url, &[("dead", &dead_queues)], 2_000));
-            if let Some(dead) = &dead {
-                dead.wait_ready().await;
-            }
-            sink.reset();
-            fill(&channel, &healthy.work, n).await;
-            let d = dispatcher("healthy", &url, &[("healthy", &healthy)], 15_000);
-            d.wait_ready().await;
-            wait_for(&sink, n).await;
-            if with_dead { &mut beside_runs } else { &mut alone_runs }.push(sink.rate());
-            drop((d, dead));
-        }
-    }
-    let (alone_median, beside) = (median(&mut alone_runs), median(&mut beside_runs));
-    row("dispatcher -> instant sink, alone, median of 3 (msg/s)", format!("{alone_median:.0}"));
-    row("dispatcher -> instant sink, with a dead endpoint beside it, median of 3 (msg/s)", format!("{beside:.0}"));
-    row("  ratio with / without the dead endpoint", format!("{:.2}", beside / alone_median));
-
-    delete(&channel, &healthy).await;
-    delete(&channel, &dead_queues).await;
-    let _ = conn.close(200, "bench done".into()).await;
+    let mut bench = Bench { n, conn, channel, healthy, url, sink, rows: Vec::new() };
+    bench.row("message body (bytes, a realistic order)", format!("{}", order(0).len()));
+    let floor = bench.floor().await;
+    bench.throughput(floor).await;
+    bench.latency().await;
+    bench.isolation(&base).await;
+    delete(&bench.channel, &bench.healthy).await;
+    let _ = bench.conn.close(200, "bench done".into()).await;
     println!("\nDispatcher, one run on this machine ({n} messages per throughput figure)");
     println!("{:<82} {:>12}", "figure", "value");
-    for (figure, value) in rows {
+    for (figure, value) in bench.rows {
         println!("{figure:<82} {value:>12}");
     }
 }

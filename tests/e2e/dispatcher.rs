@@ -266,7 +266,11 @@ async fn max_in_flight_bounds_a_replica_across_all_its_subscriptions() {
     // Every event reaches all three Subscriptions: 3 x 100 deliveries, each held 50 ms.
     let amqp = Amqp::connect().await;
     amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "evt", 100).await;
-    eventually("300 deliveries", WAIT, || async { (counts.lock().expect("lock").2 == 300).then_some(()) }).await;
+    eventually("300 deliveries, none left in flight", WAIT, || async {
+        let (now, _, seen) = *counts.lock().expect("lock");
+        (seen == 300 && now == 0).then_some(())
+    })
+    .await;
     let (now, most, seen) = *counts.lock().expect("lock");
     println!("maxInFlight 4 over 3 Subscriptions: at most {most} requests in flight");
     assert_eq!((now, seen), (0, 300));

@@ -346,6 +346,18 @@ impl Controller {
             .unwrap_or(0)
     }
 
+    /// CPU seconds (user + system) the process has used so far, from /proc.
+    #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // Linux counts these in clock ticks of 1/100 s (USER_HZ) on every architecture it runs.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// `/readyz`: `Some(body)` when it answers 200.
     pub async fn ready(&self) -> Option<String> {
         let resp = self.http.get(format!("http://{}/readyz", self.admin)).send().await.ok()?;
