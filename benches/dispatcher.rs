@@ -15,6 +15,9 @@
 //! - isolation: the healthy Webhook's throughput with a second dispatcher beside it whose
 //!   endpoint never answers (every attempt times out), and without, alternating, median of 3;
 //! - dispatcher RSS after the full-speed drain, and of a fresh one at the end of the 1,000 msg/s run.
+//!
+//! `SLUICE_BENCH_QUICK=1` runs one round of the throughput comparison and nothing after it;
+//! `SLUICE_BENCH_PERF=1` also profiles a passthrough drain with `perf` (target/dispatcher-profile.txt).
 
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
@@ -397,6 +400,8 @@ fn render_micros(renderer: &Renderer, pin: &str, bodies: &[Vec<u8>]) -> f64 {
 /// What the bench's parts share: the broker, the sink, the healthy queues, the rows printed.
 struct Bench {
     n: usize,
+    /// Rounds of each alternating comparison (3; 1 with `SLUICE_BENCH_QUICK`).
+    rounds: usize,
     conn: Connection,
     channel: lapin::Channel,
     healthy: Queues,
@@ -449,8 +454,8 @@ impl Bench {
                 .into_iter()
                 .map(|r| (r, Vec::new(), Vec::new()))
                 .collect();
-        let mut drained_rss = 0.0;
-        for _ in 0..3 {
+        let (mut drained_rss, mut drained_split) = (0.0, (0, 0));
+        for _ in 0..self.rounds {
             for (rendering, rates, cpus) in &mut runs {
                 self.sink.reset();
                 fill(&self.channel, &self.healthy.work, n).await;
@@ -462,6 +467,7 @@ impl Bench {
                 cpus.push((d.cpu_seconds() - cpu) * 1e6 / n as f64);
                 if *rendering == Rendering::Passthrough {
                     drained_rss = d.rss_kib() as f64 / 1024.0;
+                    drained_split = d.rss_split_kib();
                 }
             }
         }
@@ -475,6 +481,9 @@ impl Bench {
             format!("{:.2}", passthrough_cpu / floor_us),
         );
         self.row("dispatcher RSS after draining at full speed (MiB, target < 24)", format!("{drained_rss:.1}"));
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let (anon, file) = drained_split;
+        self.row("  of which anonymous / file-backed (MiB)", format!("{:.1} / {:.1}", mib(anon), mib(file)));
         for (label, (rate, cpu)) in
             ["checked against the v3 schema", "v3 -> v1, two steps, both checks"].iter().zip(&medians[1..])
         {
@@ -488,6 +497,64 @@ impl Bench {
         self.row("in-process: check one message against its schema (µs)", format!("{checked:.1}"));
         let converted = render_micros(&renderer, "v1", &bodies);
         self.row("in-process: check, render two versions down, check (µs)", format!("{converted:.1}"));
+    }
+
+    /// With `SLUICE_BENCH_PERF` set: one more passthrough drain with `perf record` sampling the
+    /// dispatcher (CPU clock), its profile by symbol written to target/dispatcher-profile.txt.
+    async fn profile(&mut self) {
+        if std::env::var_os("SLUICE_BENCH_PERF").is_none() {
+            return;
+        }
+        let n = self.n;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let (data, text) =
+            (format!("{root}/target/dispatcher.perf.data"), format!("{root}/target/dispatcher-profile.txt"));
+        self.sink.reset();
+        fill(&self.channel, &self.healthy.work, n).await;
+        let d = dispatcher("healthy", &self.url, &[("healthy", &self.healthy)], 15_000, Rendering::Passthrough);
+        d.wait_ready().await;
+        let (user, system, switches) = (d.cpu_split().0, d.cpu_split().1, d.context_switches());
+        let perf = Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "4000", "-g", "-o", &data, "-p", &d.pid().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(mut perf) = perf else {
+            self.row("profile", "perf not found (Debian package linux-perf)".to_owned());
+            return;
+        };
+        wait_for(&self.sink, n).await;
+        let (user_after, system_after) = d.cpu_split();
+        let per = |v: f64| v * 1e6 / n as f64;
+        self.row(
+            "profiled drain: dispatcher CPU per delivery, user / system (µs)",
+            format!("{:.1} / {:.1}", per(user_after - user), per(system_after - system)),
+        );
+        self.row(
+            "profiled drain: context switches per delivery",
+            format!("{:.2}", (d.context_switches() - switches) as f64 / n as f64),
+        );
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+        let report = Command::new("perf")
+            .args([
+                "report",
+                "-i",
+                &data,
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "symbol",
+                "--percent-limit",
+                "0.5",
+                "-g",
+                "none",
+            ])
+            .output();
+        if let Ok(report) = report {
+            let _ = std::fs::write(&text, &report.stdout);
+            self.row("profile of a passthrough drain (perf, by symbol)", text);
+        }
     }
 
     /// Publish → delivered at 1,000 msg/s: a fresh dispatcher, then the raw consumer.
@@ -558,12 +625,18 @@ async fn main() {
     let base = format!("bench-dispatch-{}", random_suffix());
     let healthy = declare(&channel, &format!("{base}.healthy")).await;
     let (url, sink) = sink().await;
-    let mut bench = Bench { n, conn, channel, healthy, url, sink, rows: Vec::new() };
+    // SLUICE_BENCH_QUICK: one round of the throughput comparison, no latency or isolation runs.
+    let quick = std::env::var_os("SLUICE_BENCH_QUICK").is_some();
+    let rounds = if quick { 1 } else { 3 };
+    let mut bench = Bench { n, rounds, conn, channel, healthy, url, sink, rows: Vec::new() };
     bench.row("message body (bytes, a realistic order)", format!("{}", order(0).len()));
     let floor = bench.floor().await;
     bench.throughput(floor).await;
-    bench.latency().await;
-    bench.isolation(&base).await;
+    bench.profile().await;
+    if !quick {
+        bench.latency().await;
+        bench.isolation(&base).await;
+    }
     delete(&bench.channel, &bench.healthy).await;
     let _ = bench.conn.close(200, "bench done".into()).await;
     println!("\nDispatcher, one run on this machine ({n} messages per throughput figure)");

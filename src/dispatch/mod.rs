@@ -2,6 +2,7 @@
 //! signs and POSTs each event, and retries through the broker's retry queues or dead-letters,
 //! acknowledging a message only after its next home confirmed it.
 //!
+//! - [`acks`]: acknowledging deliveries in batches;
 //! - [`backlog`]: what waits in the queues, and how long the oldest held message has;
 //! - [`config`]: the dispatch configuration the operator renders;
 //! - [`envelope`]: what a message carries: event id, type, version, delivery bookkeeping;
@@ -15,6 +16,7 @@
 //! - [`route`]: a Subscription as the dispatcher runs it, and rendering its events;
 //! - [`worker`]: the delivery loop.
 
+pub mod acks;
 pub mod backlog;
 pub mod circuit;
 pub mod config;

@@ -2,14 +2,19 @@
 //! topic's catalog and policy compiled once per configuration, the version it pinned), from
 //! when its version's sunset blocks delivery, and its metric labels built once.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use bytes::Bytes;
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 use super::{
     config::{DispatchConfig, SubscriptionRoute},
     envelope::Envelope,
-    metrics::SubscriptionLabels,
+    metrics::{AttemptLabels, DispatcherMetrics, SubscriptionLabels},
 };
 use crate::versions::{Message, RenderError, Renderer, Target, headers::Notice, render::is_json};
 
@@ -21,12 +26,57 @@ const UNKNOWN_CONTENT_TYPE: &str = "application/octet-stream";
 pub struct Route {
     pub config: SubscriptionRoute,
     pub labels: SubscriptionLabels,
+    /// Its metric series, looked up once rather than per delivery.
+    pub metrics: RouteMetrics,
     /// How its events are rendered; none: bodies pass through untouched.
     rendering: Option<(Arc<Renderer>, Target)>,
     /// From when nothing is delivered: the pinned version's sunset, under enforcement Block.
     blocked_from: Option<SystemTime>,
     /// Why the route cannot be consumed at all (its rendering does not compile).
     pub unusable: Option<String>,
+}
+
+/// A Subscription's per-delivery metric series.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub attempt_duration: Histogram,
+    pub latency: Histogram,
+    /// `sluice_delivery_attempts_total` by (outcome, status class), as they first occur.
+    attempts: Mutex<Vec<(&'static str, &'static str, Counter)>>,
+}
+
+impl RouteMetrics {
+    fn new(metrics: &DispatcherMetrics, labels: &SubscriptionLabels) -> Self {
+        Self {
+            attempt_duration: metrics.attempt_duration.get_or_create(labels).clone(),
+            latency: metrics.latency.get_or_create(labels).clone(),
+            attempts: Mutex::default(),
+        }
+    }
+
+    /// The attempts counter of `outcome` and `status_class`.
+    pub fn attempts(
+        &self,
+        metrics: &DispatcherMetrics,
+        labels: &SubscriptionLabels,
+        outcome: &'static str,
+        status_class: &'static str,
+    ) -> Counter {
+        let mut known = self.attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, counter)) = known.iter().find(|(o, c, _)| *o == outcome && *c == status_class) {
+            return counter.clone();
+        }
+        let labels = AttemptLabels {
+            namespace: labels.namespace.clone(),
+            webhook: labels.webhook.clone(),
+            subscription: labels.subscription.clone(),
+            outcome,
+            status_class,
+        };
+        let counter = metrics.attempts.get_or_create(&labels).clone();
+        known.push((outcome, status_class, counter.clone()));
+        counter
+    }
 }
 
 /// What one delivery sends: the body, its content type and the version headers.
@@ -41,7 +91,7 @@ pub struct Outgoing {
 }
 
 /// Compiles the routes of `config`: each topic's rendering once, shared by its Subscriptions.
-pub fn compile(config: &DispatchConfig) -> Vec<Route> {
+pub fn compile(config: &DispatchConfig, metrics: &DispatcherMetrics) -> Vec<Route> {
     let renderers: HashMap<&str, Result<Arc<Renderer>, String>> = config
         .topics
         .iter()
@@ -59,8 +109,14 @@ pub fn compile(config: &DispatchConfig) -> Vec<Route> {
                 webhook: config.webhook.clone(),
                 subscription: route.name.clone(),
             };
-            let mut compiled =
-                Route { config: route.clone(), labels, rendering: None, blocked_from: None, unusable: None };
+            let mut compiled = Route {
+                config: route.clone(),
+                metrics: RouteMetrics::new(metrics, &labels),
+                labels,
+                rendering: None,
+                blocked_from: None,
+                unusable: None,
+            };
             let Some(topic) = &route.topic else { return compiled };
             match renderers.get(topic.as_str()) {
                 Some(Ok(renderer)) => match renderer.target(route.version.as_deref()) {
@@ -139,8 +195,14 @@ mod tests {
 
     use serde_json::json;
 
+    use prometheus_client::registry::Registry;
+
     use super::*;
     use crate::dispatch::config::{CircuitBreakerConfig, EgressConfig};
+
+    fn compile(config: &DispatchConfig) -> Vec<Route> {
+        super::compile(config, &DispatcherMetrics::register(&mut Registry::default()))
+    }
 
     fn config(routes: serde_json::Value, topics: serde_json::Value) -> DispatchConfig {
         DispatchConfig {

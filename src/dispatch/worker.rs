@@ -14,25 +14,27 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, stream::FuturesUnordered};
 use lapin::{
     Channel, Connection, ConnectionProperties,
     message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
+use prometheus_client::metrics::gauge::Gauge;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{
+    acks::{Ack, AckWindow},
     backlog::{Held, Sampler},
     circuit::{CircuitBreaker, CircuitState, Settings, Transition},
     config::{DispatchConfig, SubscriptionRoute},
     egress::EgressPolicy,
     envelope::{self, Envelope, Onward, VERSION_HEADER},
-    metrics::{AttemptLabels, DeadLetterLabels, DispatcherMetrics, RetryLabels, SubscriptionLabels, WebhookLabels},
+    metrics::{DeadLetterLabels, DispatcherMetrics, RetryLabels, SubscriptionLabels, WebhookLabels},
     outcome::{Attempt, DeadLetterReason, Verdict, judge, parse_retry_after, status_class},
     rate_limit::RateLimiter,
     report::Stats,
@@ -81,6 +83,8 @@ pub struct Dispatcher {
     http: reqwest::Client,
     /// The Webhook's own headers, checked once.
     headers: HeaderMap,
+    /// The endpoint, parsed once; `None` when it does not parse (every attempt is refused).
+    url: Option<url::Url>,
     egress: EgressPolicy,
     limiter: RateLimiter,
     /// `maxInFlight` permits, shared by every Subscription's deliveries: the bound is per replica.
@@ -93,6 +97,9 @@ pub struct Dispatcher {
     /// Set on 410 Gone: the Webhook is disabled and nothing more is consumed.
     gone: AtomicBool,
     connected: AtomicBool,
+    /// The Webhook's `sluice_inflight` and `sluice_circuit_open` series, looked up once.
+    requests_gauge: Gauge,
+    circuit_open: Gauge,
 }
 
 /// Why a dispatcher cannot start.
@@ -123,8 +130,15 @@ impl Dispatcher {
             let value_ok = HeaderValue::from_str(value).map_err(|_| StartError::Header(name.clone()))?;
             headers.insert(name_ok, value_ok);
         }
-        let routes = super::route::compile(&config).into_iter().map(Arc::new).collect();
+        let routes = super::route::compile(&config, &metrics).into_iter().map(Arc::new).collect();
+        let url = url::Url::parse(&config.url).ok();
+        let webhook = WebhookLabels { namespace: config.namespace.clone(), webhook: config.webhook.clone() };
+        let requests_gauge = metrics.inflight.get_or_create(&webhook).clone();
+        let circuit_open = metrics.circuit_open.get_or_create(&webhook).clone();
         Ok(Arc::new(Self {
+            requests_gauge,
+            circuit_open,
+            url,
             in_flight,
             routes,
             headers,
@@ -283,7 +297,9 @@ impl Dispatcher {
             }
         };
         tokio::pin!(sunset);
-        let mut tasks = tokio::task::JoinSet::new();
+        // The deliveries in progress, polled here rather than spawned: no task per message.
+        let mut in_progress = FuturesUnordered::new();
+        let mut acks = AckWindow::new(usize::from(prefetch / 4));
         let mut blocked = false;
         loop {
             tokio::select! {
@@ -293,13 +309,14 @@ impl Dispatcher {
                     blocked = true;
                     break;
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(settled) = in_progress.next(), if !in_progress.is_empty() => {
+                    let Settled { tag, needs_ack } = settled;
+                    send(&channel, acks.settle(tag, needs_ack, in_progress.is_empty())).await;
+                }
                 next = consumer.next() => {
                     let Some(delivery) = next else { break };
                     let delivery = delivery.map_err(fail)?;
-                    let (this, channel, route) = (self.clone(), channel.clone(), route.clone());
-                    let session = session.clone();
-                    tasks.spawn(async move { this.handle(&channel, &route, delivery, &session).await });
+                    in_progress.push(self.handle(&channel, &route, delivery, &session));
                 }
             }
             if self.gone.load(Ordering::Acquire) {
@@ -307,7 +324,10 @@ impl Dispatcher {
             }
         }
         // Prefetched messages not yet attempted see the block and go back to the queue.
-        while tasks.join_next().await.is_some() {}
+        while let Some(Settled { tag, needs_ack }) = in_progress.next().await {
+            send(&channel, acks.settle(tag, needs_ack, false)).await;
+        }
+        send(&channel, acks.flush()).await;
         let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, "consumer stopping".into())).await;
         if blocked {
             session.cancelled().await;
@@ -318,14 +338,20 @@ impl Dispatcher {
         Err(ConsumeError::Cancelled(route.config.queue.clone()))
     }
 
-    async fn handle(&self, channel: &Channel, route: &Route, mut delivery: Delivery, session: &CancellationToken) {
+    /// Delivers one message and settles it: by the time this returns, it is delivered, in a
+    /// retry or dead-letter queue, or back in its own queue; the ack (batched) is the caller's.
+    async fn handle(
+        &self,
+        channel: &Channel,
+        route: &Route,
+        mut delivery: Delivery,
+        session: &CancellationToken,
+    ) -> Settled {
         let body = Bytes::from(std::mem::take(&mut delivery.data));
         let envelope = Envelope::read(delivery.routing_key.as_str(), &delivery.properties, &body, unix_now());
         let mut message = InFlight { route, delivery, envelope, body };
         if route.blocked(SystemTime::now()) {
-            let _ =
-                message.delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
-            return;
+            return requeue(&message.delivery).await;
         }
         let _held = self.held.hold(route.name(), message.envelope.published);
         let outgoing = match route.outgoing(&message.envelope, &message.body) {
@@ -333,8 +359,7 @@ impl Dispatcher {
             Err(e) => {
                 debug!(id = %message.envelope.id, reason = e.reason(), error = %e, "Cannot render; dead-lettering.");
                 let reason = DeadLetterReason::of(&e);
-                self.settle_unrenderable(channel, &message, reason, &e.to_string()).await;
-                return;
+                return self.settle_unrenderable(channel, &message, reason, &e.to_string()).await;
             }
         };
         let (result, verdict) = loop {
@@ -346,12 +371,8 @@ impl Dispatcher {
                     self.count_retry(route, step);
                     tokio::select! {
                         () = tokio::time::sleep(route.config.schedule[step]) => {}
-                        () = session.cancelled() => {
-                            // Back to the head of the queue; the next consumer starts over.
-                            let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-                            let _ = message.delivery.acker.nack(requeue).await;
-                            return;
-                        }
+                        // Back to the head of the queue; the next consumer starts over.
+                        () = session.cancelled() => return requeue(&message.delivery).await,
                     }
                     message.envelope.attempt = message.envelope.attempt.saturating_add(1);
                     message.envelope.last_step = Some(step);
@@ -359,27 +380,24 @@ impl Dispatcher {
                 _ => break (result, verdict),
             }
         };
-        self.settle(channel, &message, &result, verdict).await;
+        self.settle(channel, &message, &result, verdict).await
     }
 
     /// One attempt at delivering `message` as `outgoing`, measured and judged.
     async fn attempt(&self, message: &InFlight<'_>, outgoing: &Outgoing) -> (Attempt, Verdict) {
-        let webhook = WebhookLabels { namespace: self.config.namespace.clone(), webhook: self.config.webhook.clone() };
-
-        self.wait_for_circuit(&webhook).await;
+        self.wait_for_circuit().await;
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.in_flight.acquire().await.ok();
         self.limiter.acquire().await;
 
-        let inflight = self.metrics.inflight.get_or_create(&webhook).clone();
-        inflight.inc();
+        self.requests_gauge.inc();
         let started = Instant::now();
         let result = self.post(&message.envelope.id, outgoing).await;
-        inflight.dec();
-        let labels = &message.route.labels;
-        self.metrics.attempt_duration.get_or_create(labels).observe(started.elapsed().as_secs_f64());
+        self.requests_gauge.dec();
+        let route = message.route;
+        route.metrics.attempt_duration.observe(started.elapsed().as_secs_f64());
         let success = matches!(result, Attempt::Status { code: 200..=299, .. });
-        self.record_circuit(success, &webhook);
+        self.record_circuit(success);
         match &result {
             Attempt::Status { code: code @ 200..=299, .. } => self.stats.delivered(*code),
             Attempt::Status { code, .. } => self.stats.failed(Some(*code)),
@@ -394,22 +412,13 @@ impl Dispatcher {
             Verdict::DeadLetter(_) => "dead_lettered",
             Verdict::Gone => "gone",
         };
-        self.metrics
-            .attempts
-            .get_or_create(&AttemptLabels {
-                namespace: labels.namespace.clone(),
-                webhook: labels.webhook.clone(),
-                subscription: labels.subscription.clone(),
-                outcome,
-                status_class: status_class(&result),
-            })
-            .inc();
+        route.metrics.attempts(&self.metrics, &route.labels, outcome, status_class(&result)).inc();
         (result, verdict)
     }
 
     /// Acks a delivered message; re-publishes one to retry or dead-letter, then acks it once
     /// the broker confirmed; returns it to its queue when that fails or the endpoint is gone.
-    async fn settle(&self, channel: &Channel, message: &InFlight<'_>, result: &Attempt, verdict: Verdict) {
+    async fn settle(&self, channel: &Channel, message: &InFlight<'_>, result: &Attempt, verdict: Verdict) -> Settled {
         let (route, delivery) = (message.route, &message.delivery);
         let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
         let onward = |next: Onward<'_>| envelope::onward(&delivery.properties, &message.envelope, &next, now);
@@ -418,7 +427,7 @@ impl Dispatcher {
                 if let Some(published) = delivery.properties.timestamp() {
                     let age = unix_now().saturating_sub(*published);
                     #[allow(clippy::cast_precision_loss, reason = "seconds since publish fit f64 exactly")]
-                    self.metrics.latency.get_or_create(&route.labels).observe(age as f64);
+                    route.metrics.latency.observe(age as f64);
                 }
                 Ok(())
             }
@@ -445,7 +454,7 @@ impl Dispatcher {
                 Err(None)
             }
         };
-        self.acknowledge(message, settled).await;
+        self.acknowledge(message, settled).await
     }
 
     /// Dead-letters a message that cannot be rendered, before any attempt, saying why.
@@ -455,7 +464,7 @@ impl Dispatcher {
         message: &InFlight<'_>,
         reason: DeadLetterReason,
         detail: &str,
-    ) {
+    ) -> Settled {
         let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
         let next = envelope::onward(
             &message.delivery.properties,
@@ -467,23 +476,19 @@ impl Dispatcher {
         if sent.is_ok() {
             self.count_dead_letter(message.route, reason);
         }
-        self.acknowledge(message, sent.map_err(Some)).await;
+        self.acknowledge(message, sent.map_err(Some)).await
     }
 
-    /// Acks the message once its next home has it; otherwise returns it to its queue.
-    async fn acknowledge(&self, message: &InFlight<'_>, settled: Result<(), Option<PublishError>>) {
-        let acked = match settled {
-            Ok(()) => message.delivery.acker.ack(BasicAckOptions::default()).await,
+    /// To be acked once its next home has it; otherwise returned to its queue now.
+    async fn acknowledge(&self, message: &InFlight<'_>, settled: Result<(), Option<PublishError>>) -> Settled {
+        match settled {
+            Ok(()) => Settled { tag: message.delivery.delivery_tag, needs_ack: true },
             Err(e) => {
                 if let Some(e) = e {
                     warn!(error = %e, queue = %message.route.config.queue, "Could not move the message on; it goes back to its queue.");
                 }
-                message.delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
+                requeue(&message.delivery).await
             }
-        };
-        if let Err(e) = acked {
-            // The channel is gone: the broker returns the message to the queue by itself.
-            debug!(error = %e, "Acknowledgement failed.");
         }
     }
 
@@ -510,7 +515,7 @@ impl Dispatcher {
 
     /// Holds this delivery while the circuit is open (the unacknowledged prefetch keeps the
     /// broker from sending more); lets one probe through when it half-opens.
-    async fn wait_for_circuit(&self, webhook: &WebhookLabels) {
+    async fn wait_for_circuit(&self) {
         loop {
             let wait = {
                 let mut breaker = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -528,14 +533,14 @@ impl Dispatcher {
             match wait {
                 None => return,
                 Some(wait) => {
-                    self.metrics.circuit_open.get_or_create(webhook).set(1);
+                    self.circuit_open.set(1);
                     tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
                 }
             }
         }
     }
 
-    fn record_circuit(&self, success: bool, webhook: &WebhookLabels) {
+    fn record_circuit(&self, success: bool) {
         let transition = {
             let mut breaker = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             breaker.record(success, Instant::now())
@@ -543,12 +548,12 @@ impl Dispatcher {
         match transition {
             Some(Transition::Opened | Transition::Reopened) => {
                 warn!("Circuit opened: the endpoint keeps failing; messages wait in the broker.");
-                self.metrics.circuit_open.get_or_create(webhook).set(1);
+                self.circuit_open.set(1);
                 self.stats.circuit(true);
             }
             Some(Transition::Closed) => {
                 info!("Circuit closed: the endpoint answers again.");
-                self.metrics.circuit_open.get_or_create(webhook).set(0);
+                self.circuit_open.set(0);
                 self.stats.circuit(false);
             }
             None => {}
@@ -557,15 +562,15 @@ impl Dispatcher {
 
     /// One signed POST of `outgoing`. Reads at most 64 KiB of the answer; never follows a redirect.
     async fn post(&self, id: &str, outgoing: &Outgoing) -> Attempt {
-        let Ok(url) = url::Url::parse(&self.config.url) else { return Attempt::Refused };
-        if self.egress.check_url(&url).is_err() {
+        let Some(url) = &self.url else { return Attempt::Refused };
+        if self.egress.check_url(url).is_err() {
             return Attempt::Refused;
         }
         let timestamp = i64::try_from(unix_now()).unwrap_or(i64::MAX);
         let signature = self.keys.sign(id, timestamp, &outgoing.body);
         let mut request = self
             .http
-            .post(url)
+            .post(url.clone())
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, outgoing.content_type.as_str())
             .header(ID_HEADER, id)
@@ -610,6 +615,42 @@ fn refused_by_egress(e: &reqwest::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+/// A delivery that is done with: acked later in a batch, or returned to its queue already.
+struct Settled {
+    tag: u64,
+    needs_ack: bool,
+}
+
+/// Returns `delivery` to its queue (to its head: the next consumer starts over with it).
+async fn requeue(delivery: &Delivery) -> Settled {
+    let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+    if let Err(e) = delivery.acker.nack(requeue).await {
+        // The channel is gone: the broker returns the message to the queue by itself.
+        debug!(error = %e, "Returning the message failed.");
+    }
+    Settled { tag: delivery.delivery_tag, needs_ack: false }
+}
+
+/// Sends `acks` on `channel`. A failure means the channel is gone, and with it every
+/// unacknowledged delivery, which the broker returns to its queue.
+async fn send(channel: &Channel, acks: Vec<Ack>) {
+    for ack in acks {
+        let sent = match ack {
+            Ack::Through(tag) => channel.basic_ack(tag, BasicAckOptions { multiple: true }).await,
+            Ack::Each(tags) => {
+                let mut sent = Ok(());
+                for tag in tags {
+                    sent = sent.and(channel.basic_ack(tag, BasicAckOptions { multiple: false }).await);
+                }
+                sent
+            }
+        };
+        if let Err(e) = sent {
+            debug!(error = %e, "Acknowledgement failed.");
+        }
+    }
 }
 
 /// Resolves once `conn` is no longer connected.

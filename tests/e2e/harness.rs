@@ -346,6 +346,54 @@ impl Controller {
             .unwrap_or(0)
     }
 
+    /// Context switches of all the process's threads so far (voluntary + involuntary), from /proc.
+    #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
+    pub fn context_switches(&self) -> u64 {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let threads = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        threads
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .flat_map(|status| {
+                status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
+    /// User and system CPU seconds the process has used so far, from /proc.
+    #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
+    pub fn cpu_split(&self) -> (f64, f64) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) / 100.0, ticks(12) / 100.0)
+    }
+
+    /// Anonymous and file-backed resident memory, in KiB (from /proc): heap and stacks, and
+    /// the pages of the binary and libraries (shared by every process of the same image).
+    #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
+    pub fn rss_split_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
+    }
+
+    /// The process id.
+    #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU seconds (user + system) the process has used so far, from /proc.
     #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
     pub fn cpu_seconds(&self) -> f64 {
