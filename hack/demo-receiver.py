@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The demo's webhook receiver: verifies each request's Standard Webhooks signature and
-prints what arrived. Event ids starting with "flaky-" get a 503 on their first attempt (the
-dispatcher retries through the broker), ids starting with "bad-" get a 400 (dead-lettered).
+prints what arrived: the event version, the deprecation headers when there are any, and the
+body. Event ids starting with "flaky-" get a 503 on their first attempt (the dispatcher
+retries through the broker), ids starting with "bad-" get a 400 (dead-lettered).
 
 Usage: demo-receiver.py PORT WHSEC_SECRET
 """
@@ -48,7 +49,11 @@ class Hook(BaseHTTPRequestHandler):
         else:
             code = 204
         mark = "signature verified" if ok else "BAD SIGNATURE"
-        print(f"receiver: {msg_id} attempt {n}: {mark}, answered {code}, body {body.decode()}", flush=True)
+        version = self.headers.get("event-version", "-")
+        print(f"receiver: {msg_id} request {n} ({version}): {mark}, answered {code}, body {body.decode()}", flush=True)
+        for name in ("Deprecation", "Sunset", "Link"):
+            if self.headers.get(name):
+                print(f"            {name}: {self.headers.get(name)}", flush=True)
         self.send_response(code)
         self.end_headers()
 

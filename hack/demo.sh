@@ -38,6 +38,7 @@ k apply -f "$root/config/samples/"
 k wait --for=condition=Ready eventtopic --all -n shop --timeout=90s
 k wait --for=condition=Ready subscription --all -n shop --timeout=90s
 k wait --for=condition=Ready webhook --all -n shop --timeout=90s
+k wait --for=condition=Ready apiversionpolicy --all -n shop --timeout=90s
 
 say "kubectl get sluice -n shop"
 k get sluice -n shop -o wide
@@ -63,10 +64,10 @@ for q in rows:
     dlx = a.get("x-dead-letter-routing-key", "") if "x-dead-letter-exchange" in a else ""
     print("%-36s %-8s %-10s %s" % (q["name"], q["type"], ttl, dlx))'
 
-publish() { # exchange, routing key, message id
+publish() { # exchange, routing key, message id: an order of customer c-42, as v2
   curl -s -u guest:guest -H 'content-type: application/json' -X POST \
     "http://127.0.0.1:15672/api/exchanges/%2f/$1/publish" \
-    -d '{"routing_key":"'"$2"'","payload":"{\"id\":\"'"$3"'\"}","payload_encoding":"string","properties":{"delivery_mode":2,"content_type":"application/json","message_id":"'"$3"'","timestamp":'"$(date +%s)"',"headers":{"event-version":"v2"}}}' >/dev/null
+    -d '{"routing_key":"'"$2"'","payload":"{\"id\":\"'"$3"'\",\"customer\":{\"id\":\"c-42\"}}","payload_encoding":"string","properties":{"delivery_mode":2,"content_type":"application/json","message_id":"'"$3"'","timestamp":'"$(date +%s)"',"headers":{"event-version":"v2"}}}' >/dev/null
 }
 queue_messages() {
   curl -s -u guest:guest "http://127.0.0.1:15672/api/queues/%2f/$1?columns=messages" \
@@ -81,15 +82,21 @@ echo $! > "$tb/receiver.pid"
 sleep 1
 echo "  secret from Secret shop/sluice-signing-billing (status.signingSecret of Webhook billing)"
 
-say "Publishing to sluice.shop.orders: order.created (delivered), flaky (503 once, retried after 10s), bad (400, dead-lettered)"
+say "The event versions of the orders topic: kubectl get apiversionpolicy -n shop (the migration board)"
+k get apiversionpolicy -n shop -o wide
+k get apiversionpolicy -n shop orders-versions -o jsonpath='{range .status.versions[*]}  {.name}: {.state}, {.subscriptions} Subscription(s) {.pinned}{"\n"}{end}'
+k get subscription -n shop -o custom-columns=SUBSCRIPTION:.metadata.name,VERSION:.status.version.name,STATE:.status.version.state
+
+say "Publishing to sluice.shop.orders: order.created (to billing as v2 and to crm as v1, deprecated), flaky (503 once, retried after 10s), bad (400, dead-lettered)"
 publish sluice.shop.orders order.created evt-1001
-publish sluice.shop.orders order.created flaky-1002
+publish sluice.shop.orders order.cancelled flaky-1002
 publish sluice.shop.orders order.updated bad-1003
 for _ in $(seq 1 60); do
-  grep -q 'flaky-1002 attempt 2' "$tb/receiver.log" && [ "$(queue_messages sluice.shop.billing.dlq)" -ge 1 ] && break
+  grep -q 'flaky-1002 request 2' "$tb/receiver.log" && [ "$(queue_messages sluice.shop.billing.dlq)" -ge 1 ] && break
   sleep 0.5
 done
 sed 's/^/  /' "$tb/receiver.log"
+echo "  (evt-1001 arrived twice: as v2 for billing, and rendered as v1 for crm, with its deprecation headers)"
 echo "  sluice.shop.billing.dlq: $(queue_messages sluice.shop.billing.dlq) message(s) (bad-1003, x-sluice-reason non-retryable-status)"
 sleep 4  # the dispatcher reports every 3s
 k get webhook -n shop billing -o wide
