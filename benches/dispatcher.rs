@@ -290,15 +290,21 @@ fn dispatcher(name: &str, url: &str, queues: &[(&str, &Queues)], timeout_ms: u64
     Controller::dispatcher(&config, &generate_secret())
 }
 
-/// A plain lapin consumer with the dispatcher's prefetch, acking each message in turn (`every`
-/// 1) or with one `multiple` ack per `every` messages; returns its rate and CPU seconds.
-async fn lapin_floor(conn: &Connection, queue: &str, n: usize, every: usize) -> (f64, f64) {
+/// A channel consuming `queue` with the dispatcher's prefetch.
+async fn plain_consumer(conn: &Connection, queue: &str) -> (lapin::Channel, lapin::Consumer) {
     let channel = conn.create_channel().await.expect("channel");
     channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.expect("qos");
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(queue.into(), "bench-raw".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .expect("consume");
+    (channel, consumer)
+}
+
+/// A plain lapin consumer with the dispatcher's prefetch, acking each message in turn (`every`
+/// 1) or with one `multiple` ack per `every` messages; returns its rate and CPU seconds.
+async fn lapin_floor(conn: &Connection, queue: &str, n: usize, every: usize) -> (f64, f64) {
+    let (channel, mut consumer) = plain_consumer(conn, queue).await;
     let cpu = cpu_seconds(std::process::id());
     let (mut first, mut last) = (None, Instant::now());
     for i in 1..=n {
@@ -340,12 +346,7 @@ fn build_go_floor() -> Option<String> {
 
 /// The raw consumer for the latency run: acks each message as it comes.
 async fn raw_consume(conn: &Connection, queue: &str, n: usize, sink: &Sink) {
-    let channel = conn.create_channel().await.expect("channel");
-    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.expect("qos");
-    let mut consumer = channel
-        .basic_consume(queue.into(), "bench-raw".into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await
-        .expect("consume");
+    let (channel, mut consumer) = plain_consumer(conn, queue).await;
     while sink.received.load(Ordering::Relaxed) < n as u64 {
         let delivery = consumer.next().await.expect("stream").expect("delivery");
         sink.arrived(&delivery.data);

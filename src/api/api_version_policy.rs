@@ -32,6 +32,7 @@ use super::common::{LocalObjectReference, any_value_schema, conditions_schema};
     validation = Rule::new(super::common::NAME_RULE).message(super::common::NAME_RULE_MESSAGE),
 )]
 #[x_kube(validation = Rule::new("self.versions.exists(v, v.name == self.current)").message("spec.current must be the name of one of spec.versions"))]
+#[x_kube(validation = Rule::new("!self.versions.exists(v, v.name == self.current) || self.versions[0].name == self.current").message("spec.current must be the newest version, the first of spec.versions: events are published in the current version and rendered only as older ones"))]
 #[x_kube(validation = Rule::new("self.versions.all(v, v.name != self.current || !has(v.deprecatedAt))").message("the current version cannot be deprecated: move spec.current to its successor first"))]
 #[x_kube(validation = Rule::new("self.versions.all(v, !has(v.successor) || self.versions.exists(w, w.name == v.successor))").message("every successor must be the name of one of spec.versions"))]
 // Positions by a literal list of the indexes spec.versions can have (maxItems 32): CEL's
@@ -52,7 +53,7 @@ pub struct ApiVersionPolicySpec {
     #[serde(default)]
     pub enforcement: Enforcement,
 
-    /// Every version of the topic's events, newest first.
+    /// Every version of the topic's events, newest first; the first is spec.current.
     #[schemars(length(min = 1, max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub versions: Vec<ApiVersion>,

@@ -96,7 +96,9 @@ impl ExchangeType {
 pub struct BrokerReference {
     /// A Secret in this namespace with the broker connection: key `uri` (AMQP URI),
     /// key `managementUri` (HTTP management API base URL), and optionally `username` and
-    /// `password` when the URIs carry no credentials.
+    /// `password` when the URIs carry no credentials. Not named `default`, which status uses
+    /// for the operator's own broker.
+    #[x_kube(validation = Rule::new("self.name != 'default'").message("spec.broker.secretRef.name: 'default' is how status names the operator's own broker; give the Secret another name, or omit spec.broker to use the operator's broker"))]
     pub secret_ref: SecretReference,
 }
 

@@ -99,8 +99,9 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
             by_deployment.webhooks.invalidate(webhook::fresh_key(&namespace, &owner.name));
             Some(ObjectRef::<Webhook>::new(&owner.name).within(&namespace))
         })
-        // A topic's catalog or policy changing changes how its Subscriptions' events are rendered.
-        .watches_stream(created_or_deleted(Api::<EventTopic>::all(client.clone())), {
+        // A topic's catalog or policy changing changes how its Subscriptions' events are rendered;
+        // a catalog is used once the topic is Ready for it.
+        .watches_stream(changes_of(Api::<EventTopic>::all(client.clone()), readiness_digest), {
             let (ctx, subs) = (ctx.clone(), sub_store.clone());
             move |topic| webhooks_rendering(&ctx, &subs, topic.namespace(), &topic.name_any())
         })
@@ -219,13 +220,13 @@ fn conflicts_digest(webhook: &Webhook) -> u64 {
     hasher.finish()
 }
 
-/// A policy's spec and whether it is Ready for it: what the Subscriptions and Webhooks of its
-/// topic act on (not the board it keeps in status).
-fn readiness_digest(policy: &ApiVersionPolicy) -> u64 {
+/// An object's spec and whether it is Ready for it: what the Subscriptions and Webhooks of a
+/// topic act on (not, say, the board a policy keeps in status).
+fn readiness_digest<K: Reconciled>(obj: &K) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    policy.metadata.generation.hash(&mut hasher);
-    if let Some(ready) = conditions::ready_condition(policy.conditions()) {
+    obj.meta().generation.hash(&mut hasher);
+    if let Some(ready) = conditions::ready_condition(obj.conditions()) {
         (&ready.status, &ready.reason, ready.observed_generation).hash(&mut hasher);
     }
     hasher.finish()

@@ -53,6 +53,10 @@ impl Envelope {
             _ => None,
         });
         let event_type = properties.kind().as_ref().map(ShortString::as_str).filter(|t| !t.is_empty());
+        // A message the broker dead-lettered carries the routing key it was published with in
+        // x-death; its own routing key is then a queue's name.
+        let original = headers.and_then(first_routing_key);
+        let routing_key = original.as_deref().unwrap_or(routing_key);
         Self {
             id: message_id(routing_key, properties, body),
             attempt: number(ATTEMPT_HEADER).unwrap_or(0).saturating_add(1),
@@ -62,6 +66,19 @@ impl Envelope {
             version: version.filter(|v| !v.is_empty()),
             content_type: properties.content_type().as_ref().map(|c| c.as_str().to_owned()),
         }
+    }
+}
+
+/// The routing key the message was first published with, from the oldest `x-death` entry
+/// (RabbitMQ lists them newest first).
+fn first_routing_key(headers: &FieldTable) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else { return None };
+    let AMQPValue::FieldTable(oldest) = deaths.as_slice().last()? else { return None };
+    let AMQPValue::FieldArray(keys) = oldest.inner().get("routing-keys")? else { return None };
+    match keys.as_slice().first()? {
+        AMQPValue::LongString(key) => Some(String::from_utf8_lossy(key.as_bytes()).into_owned()),
+        AMQPValue::ShortString(key) => Some(key.as_str().to_owned()),
+        _ => None,
     }
 }
 
@@ -129,7 +146,14 @@ pub fn onward(properties: &BasicProperties, envelope: &Envelope, next: &Onward<'
     if let Some(reason) = reason {
         set(REASON_HEADER, AMQPValue::LongString(reason.as_str().into()));
     }
-    properties.clone().with_message_id(envelope.id.as_str().into()).with_delivery_mode(2).with_headers(headers)
+    // The copy travels through the default exchange with a queue's name as routing key: the
+    // event type goes along as the `type` property, so the next delivery renders it the same.
+    properties
+        .clone()
+        .with_message_id(envelope.id.as_str().into())
+        .with_type(envelope.event_type.as_str().into())
+        .with_delivery_mode(2)
+        .with_headers(headers)
 }
 
 /// A header holding an unsigned number, whichever integer type the producer used.
@@ -197,6 +221,27 @@ mod tests {
     }
 
     #[test]
+    fn a_message_the_broker_dead_lettered_keeps_the_routing_key_it_was_published_with() {
+        let death = |queue: &str, key: &str| {
+            let mut entry = FieldTable::default();
+            entry.insert("queue".into(), AMQPValue::LongString(queue.into()));
+            entry.insert("routing-keys".into(), AMQPValue::FieldArray(vec![AMQPValue::LongString(key.into())].into()));
+            AMQPValue::FieldTable(entry)
+        };
+        let deaths = AMQPValue::FieldArray(
+            vec![
+                death("sluice.shop.billing.dlq", "sluice.shop.billing.dlq"),
+                death("sluice.shop.billing", "order.created"),
+            ]
+            .into(),
+        );
+        let p = props(&[("x-death", deaths)]);
+        let e = Envelope::read("sluice.shop.billing.dlq", &p, b"{}", 0);
+        assert_eq!(e.event_type, "order.created", "the oldest x-death entry's routing key");
+        assert_eq!(e.id, message_id("order.created", &p, b"{}"), "and the id derived from it");
+    }
+
+    #[test]
     fn without_a_message_id_the_id_is_derived_from_the_content_and_stable() {
         let p = BasicProperties::default().with_timestamp(5);
         let a = message_id("order.created", &p, b"{\"id\":1}");
@@ -220,8 +265,14 @@ mod tests {
         assert_eq!(header(&next, REASON_HEADER), None);
         assert_eq!(next.message_id().as_ref().map(ShortString::as_str), Some(e.id.as_str()));
         assert_eq!(next.delivery_mode(), &Some(2));
-        let back = Envelope::read("order.created", &next, b"{}", 0);
+        // Back from the retry step, through the default exchange: the routing key is a queue's.
+        let back = Envelope::read("sluice.shop.billing", &next, b"{}", 0);
         assert_eq!((back.attempt, back.last_step), (2, Some(2)), "read back on the next delivery");
+        assert_eq!(
+            (back.event_type.as_str(), back.id.as_str()),
+            ("order.created", e.id.as_str()),
+            "same type, same id"
+        );
     }
 
     #[test]

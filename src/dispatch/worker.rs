@@ -290,13 +290,11 @@ impl Dispatcher {
             )
             .await
             .map_err(fail)?;
-        let sunset = async {
-            match route.blocked_from().and_then(|at| at.duration_since(SystemTime::now()).ok()) {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sunset = until_blocked(&route);
         tokio::pin!(sunset);
+        // Ends with the session, or earlier for this Subscription alone at its sunset, so the
+        // deliveries still waiting their turn go back to the queue at once.
+        let deliveries = session.child_token();
         // The deliveries in progress, polled here rather than spawned: no task per message.
         let mut in_progress = FuturesUnordered::new();
         let mut acks = AckWindow::new(usize::from(prefetch / 4));
@@ -310,21 +308,31 @@ impl Dispatcher {
                     break;
                 }
                 Some(settled) = in_progress.next(), if !in_progress.is_empty() => {
-                    let Settled { tag, needs_ack } = settled;
+                    let Settled { tag, needs_ack, held_back } = settled;
                     send(&channel, acks.settle(tag, needs_ack, in_progress.is_empty())).await;
+                    if held_back && route.blocked(SystemTime::now()) {
+                        // By the wall clock the sunset has passed, whatever the timer says.
+                        info!(subscription = %route.name(), "The Subscription's version reached its sunset (enforcement Block); consumption stops, messages wait in the queue.");
+                        blocked = true;
+                        break;
+                    }
                 }
                 next = consumer.next() => {
                     let Some(delivery) = next else { break };
                     let delivery = delivery.map_err(fail)?;
-                    in_progress.push(self.handle(&channel, &route, delivery, &session));
+                    in_progress.push(self.handle(&channel, &route, delivery, &deliveries));
                 }
             }
             if self.gone.load(Ordering::Acquire) {
                 session.cancel();
             }
         }
-        // Prefetched messages not yet attempted see the block and go back to the queue.
-        while let Some(Settled { tag, needs_ack }) = in_progress.next().await {
+        // Deliveries not attempted yet (prefetched, or waiting for the circuit, a permit or a
+        // token) see the block or the stop and go back to the queue.
+        if blocked {
+            deliveries.cancel();
+        }
+        while let Some(Settled { tag, needs_ack, .. }) = in_progress.next().await {
             send(&channel, acks.settle(tag, needs_ack, false)).await;
         }
         send(&channel, acks.flush()).await;
@@ -363,7 +371,10 @@ impl Dispatcher {
             }
         };
         let (result, verdict) = loop {
-            let (result, verdict) = self.attempt(&message, &outgoing).await;
+            let Some((result, verdict)) = self.attempt(&message, &outgoing, session).await else {
+                // Stopping, or the version's sunset passed while it waited: back to the queue.
+                return requeue(&message.delivery).await;
+            };
             match verdict {
                 // Ordered: the head of the queue is retried in place, blocking the ones behind it.
                 Verdict::Retry { step } if route.config.ordered => {
@@ -373,6 +384,7 @@ impl Dispatcher {
                         () = tokio::time::sleep(route.config.schedule[step]) => {}
                         // Back to the head of the queue; the next consumer starts over.
                         () = session.cancelled() => return requeue(&message.delivery).await,
+                        () = until_blocked(route) => return requeue(&message.delivery).await,
                     }
                     message.envelope.attempt = message.envelope.attempt.saturating_add(1);
                     message.envelope.last_step = Some(step);
@@ -383,12 +395,28 @@ impl Dispatcher {
         self.settle(channel, &message, &result, verdict).await
     }
 
-    /// One attempt at delivering `message` as `outgoing`, measured and judged.
-    async fn attempt(&self, message: &InFlight<'_>, outgoing: &Outgoing) -> (Attempt, Verdict) {
-        self.wait_for_circuit().await;
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = self.in_flight.acquire().await.ok();
-        self.limiter.acquire().await;
+    /// One attempt at delivering `message` as `outgoing`, measured and judged; `None` when the
+    /// session ended or the route's version reached its sunset while it waited its turn.
+    async fn attempt(
+        &self,
+        message: &InFlight<'_>,
+        outgoing: &Outgoing,
+        session: &CancellationToken,
+    ) -> Option<(Attempt, Verdict)> {
+        let turn = async {
+            self.wait_for_circuit().await;
+            // The semaphore is never closed, so acquiring only waits.
+            let permit = self.in_flight.acquire().await.ok();
+            self.limiter.acquire().await;
+            permit
+        };
+        let _permit = tokio::select! {
+            permit = turn => permit,
+            () = session.cancelled() => return None,
+        };
+        if message.route.blocked(SystemTime::now()) {
+            return None;
+        }
 
         self.requests_gauge.inc();
         let started = Instant::now();
@@ -413,7 +441,7 @@ impl Dispatcher {
             Verdict::Gone => "gone",
         };
         route.metrics.attempts(&self.metrics, &route.labels, outcome, status_class(&result)).inc();
-        (result, verdict)
+        Some((result, verdict))
     }
 
     /// Acks a delivered message; re-publishes one to retry or dead-letter, then acks it once
@@ -482,7 +510,7 @@ impl Dispatcher {
     /// To be acked once its next home has it; otherwise returned to its queue now.
     async fn acknowledge(&self, message: &InFlight<'_>, settled: Result<(), Option<PublishError>>) -> Settled {
         match settled {
-            Ok(()) => Settled { tag: message.delivery.delivery_tag, needs_ack: true },
+            Ok(()) => Settled { tag: message.delivery.delivery_tag, needs_ack: true, held_back: false },
             Err(e) => {
                 if let Some(e) = e {
                     warn!(error = %e, queue = %message.route.config.queue, "Could not move the message on; it goes back to its queue.");
@@ -621,6 +649,16 @@ fn refused_by_egress(e: &reqwest::Error) -> bool {
 struct Settled {
     tag: u64,
     needs_ack: bool,
+    /// Returned without an attempt (stopping, or its version's sunset).
+    held_back: bool,
+}
+
+/// Resolves when `route`'s version reaches its sunset under Block; never when it has none.
+async fn until_blocked(route: &Route) {
+    match route.blocked_from().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default()) {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Returns `delivery` to its queue (to its head: the next consumer starts over with it).
@@ -630,7 +668,7 @@ async fn requeue(delivery: &Delivery) -> Settled {
         // The channel is gone: the broker returns the message to the queue by itself.
         debug!(error = %e, "Returning the message failed.");
     }
-    Settled { tag: delivery.delivery_tag, needs_ack: false }
+    Settled { tag: delivery.delivery_tag, needs_ack: false, held_back: true }
 }
 
 /// Sends `acks` on `channel`. A failure means the channel is gone, and with it every

@@ -133,12 +133,13 @@ pub fn rendering(
     topic: &EventTopic,
     policy: Option<&ApiVersionPolicy>,
 ) -> Result<RenderedRoute, PinError> {
+    let name = topic.name_any();
+    // First: a pin needs a policy, even on a topic that would otherwise pass bodies through.
+    let version = resolve(policy, &name, sub.spec.event_version.as_deref())?;
     let versions = TopicVersions::new(&topic.spec.events, policy.map(|p| &p.spec));
     if versions.is_passthrough() {
         return Ok(RenderedRoute { route, rendering: None });
     }
-    let name = topic.name_any();
-    let version = resolve(policy, &name, sub.spec.event_version.as_deref())?;
     route.topic = Some(name.clone());
     route.version = version.map(|v| v.name.clone());
     Ok(RenderedRoute { route, rendering: Some((name, versions)) })
@@ -527,6 +528,10 @@ mod tests {
             "apiVersion": "sluice.dev/v1alpha1", "kind": "EventTopic", "metadata": {"name": "audit", "namespace": "shop"}, "spec": {}
         }))
         .expect("topic");
+        assert!(
+            rendering(base.clone(), &sub("v1"), &plain, None).is_err(),
+            "a pin without a policy is never passed through"
+        );
         let passthrough = rendering(base, &unpinned, &plain, None).expect("passthrough");
         assert!(
             passthrough.rendering.is_none() && passthrough.route.topic.is_none() && passthrough.route.version.is_none()

@@ -297,6 +297,18 @@ fn invalid_on_create() -> Vec<(&'static str, &'static str, Value, &'static str)>
         ),
         (
             "ApiVersionPolicy",
+            "preview-first",
+            json!({"topicRef": topic_ref(), "current": "v2", "versions": [{"name": "v3"}, {"name": "v2"}]}),
+            "spec.current must be the newest version, the first of spec.versions",
+        ),
+        (
+            "EventTopic",
+            "default-broker",
+            json!({"broker": {"secretRef": {"name": "default"}}}),
+            "'default' is how status names the operator's own broker",
+        ),
+        (
+            "ApiVersionPolicy",
             "maybe",
             json!({"topicRef": topic_ref(), "current": "v2", "enforcement": "Maybe", "versions": [{"name": "v2"}]}),
             r#"Unsupported value: "Maybe""#,

@@ -14,6 +14,10 @@ use sluice::dispatch::signing::{SigningKey, generate_secret, verify};
 /// What the receiver answers for an event id on its n-th attempt (1-based).
 pub type Behaviour = Arc<dyn Fn(&str, u32) -> u16 + Send + Sync>;
 
+/// What the receiver answers for an event id in an `event-version` on the n-th attempt of that
+/// id in that version (1-based): Subscriptions pinned to different versions count apart.
+pub type VersionedBehaviour = Arc<dyn Fn(&str, Option<&str>, u32) -> u16 + Send + Sync>;
+
 #[derive(Default)]
 pub struct Seen {
     /// Attempts per id (every request with a valid signature).
@@ -39,6 +43,8 @@ pub struct Received {
     /// Header names lowercased.
     pub headers: HashMap<String, String>,
     pub body: Bytes,
+    /// What the receiver answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -54,11 +60,16 @@ impl Seen {
     }
 }
 
+/// An event id and the `event-version` it arrived in.
+type VersionedId = (String, Option<String>);
+
 #[derive(Clone)]
 struct Receiver {
     keys: Arc<Mutex<Vec<SigningKey>>>,
-    behaviour: Behaviour,
+    behaviour: VersionedBehaviour,
     seen: Arc<Mutex<Seen>>,
+    /// Attempts per (id, event-version).
+    versioned: Arc<Mutex<HashMap<VersionedId, u32>>>,
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -81,17 +92,21 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     }
     let keys = verified.iter().enumerate().filter(|(_, ok)| **ok).map(|(i, _)| i).collect();
     seen.keys_of.insert(id.clone(), keys);
+    let version = headers.get("event-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let headers = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
         .collect();
-    seen.requests.push(Received { id: id.clone(), headers, body: body.clone() });
+    let received = Received { id: id.clone(), headers, body: body.clone(), status: 0 };
+    *seen.attempts.entry(id.clone()).or_default() += 1;
     let attempt = {
-        let n = seen.attempts.entry(id.clone()).or_default();
+        let mut versioned = r.versioned.lock().expect("lock");
+        let n = versioned.entry((id.clone(), version.clone())).or_default();
         *n += 1;
         *n
     };
-    let code = (r.behaviour)(&id, attempt);
+    let code = (r.behaviour)(&id, version.as_deref(), attempt);
+    seen.requests.push(Received { status: code, ..received });
     if (200..300).contains(&code) {
         seen.order.push(id.clone());
         *seen.delivered.entry(id).or_default() += 1;
@@ -119,9 +134,25 @@ impl Handle {
 
 /// Starts a receiver knowing `secrets`.
 pub async fn start(secrets: &[&str], behaviour: Behaviour) -> Handle {
+    // The attempt an id-only behaviour sees counts every request of the id, whatever its version.
+    let by_id: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let versioned: VersionedBehaviour = Arc::new(move |id, _, _| {
+        let attempt = {
+            let mut by_id = by_id.lock().expect("lock");
+            let n = by_id.entry(id.to_owned()).or_default();
+            *n += 1;
+            *n
+        };
+        behaviour(id, attempt)
+    });
+    start_versioned(secrets, versioned).await
+}
+
+/// Starts a receiver knowing `secrets` whose answers depend on the event version too.
+pub async fn start_versioned(secrets: &[&str], behaviour: VersionedBehaviour) -> Handle {
     let keys = Arc::new(Mutex::new(secrets.iter().map(|s| SigningKey::parse(s).expect("key")).collect()));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let state = Receiver { keys: keys.clone(), behaviour, seen: seen.clone() };
+    let state = Receiver { keys: keys.clone(), behaviour, seen: seen.clone(), versioned: Arc::default() };
     let app = Router::new().route("/hook", post(receive)).with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -422,9 +422,17 @@ async fn failing_for_auto_disable_after_disables_and_suspend_holds_the_backlog()
         (receiver.seen.lock().expect("lock").delivered.len() == 20).then_some(())
     })
     .await;
-    let seen = receiver.seen.lock().expect("lock");
-    assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
-    drop(seen);
+    finish(&receiver, amqp, ns).await;
+}
+
+/// Checks that `receiver` saw no bad signature and no duplicate, then closes the test's
+/// connection and removes its namespace.
+async fn finish(receiver: &receiver::Handle, amqp: Amqp, ns: TestNamespace) {
+    let (bad, duplicates) = {
+        let seen = receiver.seen.lock().expect("lock");
+        (seen.bad_signatures, seen.duplicates())
+    };
+    assert_eq!((bad, duplicates), (0, 0), "bad signatures, duplicates");
     amqp.close().await;
     ns.teardown().await;
 }
@@ -941,9 +949,5 @@ async fn a_webhook_delivers_the_subscriptions_of_its_first_broker_and_names_the_
         webhook_status(&ns, "hook").await.get("brokerConflicts").is_none().then_some(())
     })
     .await;
-    let seen = receiver.seen.lock().expect("lock");
-    assert_eq!((seen.bad_signatures, seen.duplicates()), (0, 0));
-    drop(seen);
-    amqp.close().await;
-    ns.teardown().await;
+    finish(&receiver, amqp, ns).await;
 }

@@ -61,7 +61,7 @@ pub async fn routes(webhook: &Webhook, ctx: &Context, namespace: &str) -> Result
     let topic_of = |sub: &Subscription| topics.items.iter().find(|t| t.name_any() == sub.spec.topic_ref.name);
     let broker = targeting.iter().find_map(|s| topic_of(s)).map(topic_broker).unwrap_or_default();
     let mut out = Delivering { broker: broker.clone(), ..Delivering::default() };
-    let mut kept_topics = BTreeMap::new();
+    let mut kept_topics = Vec::new();
     for sub in targeting {
         let topic = topic_of(sub);
         if topic.is_some_and(|t| topic_broker(t) != broker) {
@@ -78,19 +78,37 @@ pub async fn routes(webhook: &Webhook, ctx: &Context, namespace: &str) -> Result
         }
         let kept = current.iter().flat_map(|c| &c.subscriptions).find(|r| r.name == sub.name_any());
         let Some(kept) = kept else { continue };
-        if let Some(topic) = &kept.topic
-            && let Some(versions) = current.as_ref().and_then(|c| c.topics.get(topic))
+        let kept = kept.clone();
+        if let Some(key) = &kept.topic
+            && let Some(versions) = current.as_ref().and_then(|c| c.topics.get(key))
         {
-            kept_topics.insert(topic.clone(), versions.clone());
+            kept_topics.push((kept.name.clone(), key.clone(), versions.clone()));
         }
-        out.subscriptions.push(kept.clone());
+        out.subscriptions.push(kept);
     }
-    // A topic rendered afresh for one Subscription is rendered that way for all of them.
-    for (topic, versions) in kept_topics {
-        out.topics.entry(topic).or_insert(versions);
+    // A kept route keeps the rendering it had: under its topic's name when that is what the
+    // fresh routes use too, else under a name of its own, so a fresh rendering never replaces it.
+    for (sub, key, versions) in kept_topics {
+        let key = match out.topics.get(&key) {
+            Some(fresh) if *fresh != versions => kept_key(&key, &versions),
+            _ => key,
+        };
+        out.topics.entry(key.clone()).or_insert(versions);
+        if let Some(route) = out.subscriptions.iter_mut().find(|r| r.name == sub) {
+            route.topic = Some(key);
+        }
     }
     out.subscriptions.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The key of a kept rendering that differs from its topic's fresh one: the topic's name and a
+/// digest of the rendering (`orders@3f2a…`).
+fn kept_key(topic: &str, versions: &TopicVersions) -> String {
+    let text = serde_json::to_string(versions).unwrap_or_default();
+    let digest = crate::dispatch::config::checksum(text.as_bytes());
+    let topic = topic.split('@').next().unwrap_or(topic);
+    format!("{topic}@{}", &digest[..12])
 }
 
 /// Whether `sub` is in place for its current spec, so its route is built afresh.
