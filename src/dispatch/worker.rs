@@ -48,6 +48,8 @@ use crate::{
 
 /// At most this much of a response is read.
 const RESPONSE_CAP: usize = 64 * 1024;
+/// The longest a settled delivery waits for its (batched) ack.
+const ACK_DELAY: Duration = Duration::from_millis(50);
 /// How long a channel or connection close may wait for the broker's answer: on a broken
 /// connection none comes, and stopping must not hang until the pod's grace period runs out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -298,10 +300,20 @@ impl Dispatcher {
         // The deliveries in progress, polled here rather than spawned: no task per message.
         let mut in_progress = FuturesUnordered::new();
         let mut acks = AckWindow::new(usize::from(prefetch / 4));
+        // Settled messages are acked within ACK_DELAY at the latest, even while the deliveries
+        // still in progress wait (on an open circuit, say): a message already in its retry or
+        // dead-letter queue must not stay unacked in its work queue too.
+        let ack_timer = tokio::time::sleep(ACK_DELAY);
+        tokio::pin!(ack_timer);
+        let mut timer_armed = false;
         let mut blocked = false;
         loop {
             tokio::select! {
                 () = session.cancelled() => break,
+                () = &mut ack_timer, if timer_armed => {
+                    send(&channel, acks.flush()).await;
+                    timer_armed = false;
+                }
                 () = &mut sunset, if !blocked => {
                     info!(subscription = %route.name(), "The Subscription's version reached its sunset (enforcement Block); consumption stops, messages wait in the queue.");
                     blocked = true;
@@ -310,6 +322,12 @@ impl Dispatcher {
                 Some(settled) = in_progress.next(), if !in_progress.is_empty() => {
                     let Settled { tag, needs_ack, held_back } = settled;
                     send(&channel, acks.settle(tag, needs_ack, in_progress.is_empty())).await;
+                    if acks.pending() == 0 {
+                        timer_armed = false;
+                    } else if !timer_armed {
+                        ack_timer.as_mut().reset(tokio::time::Instant::now() + ACK_DELAY);
+                        timer_armed = true;
+                    }
                     if held_back && route.blocked(SystemTime::now()) {
                         // By the wall clock the sunset has passed, whatever the timer says.
                         info!(subscription = %route.name(), "The Subscription's version reached its sunset (enforcement Block); consumption stops, messages wait in the queue.");
