@@ -95,6 +95,6 @@ e2e-kind: ## The same e2e suite with a kind cluster as the control plane (needs 
 	bash hack/kind.sh
 
 .PHONY: bench
-bench: install ## Performance suite (DESIGN.md §8), printed as a table with ratios
+bench: install ## Performance suite (README, "Performance"), printed as a table with ratios
 	bash hack/testbed/stop-controller.sh
 	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) cargo bench --features e2e --bench controller --bench dispatcher

@@ -1,4 +1,4 @@
-//! The dispatcher's metrics (DESIGN.md §5). Labels are bounded: namespace, webhook,
+//! The dispatcher's metrics (the README's "Metrics" section). Labels are bounded: namespace, webhook,
 //! subscription, outcome, status class, retry step, dead-letter reason. Never a URL or an id.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! What one delivery attempt's result means for the message: delivered, retried (and after
-//! which step), dead-lettered (and why), or the endpoint is gone. Pure, so every rule of
-//! DESIGN.md §3 is unit-tested.
+//! which step), dead-lettered (and why), or the endpoint is gone. Pure, so every rule the
+//! README's "Webhook" section gives for a delivery's answer is unit-tested.
 
 use std::time::{Duration, SystemTime};
 

@@ -1,4 +1,4 @@
-//! The controller's Prometheus metrics (DESIGN.md §5). Labels are bounded: a kind, a result,
+//! The controller's Prometheus metrics (the README's "Metrics" section). Labels are bounded: a kind, a result,
 //! a category, a broker Secret — never an object name from a payload or a URL.
 
 use std::{

@@ -54,7 +54,7 @@ async fn a_topic_becomes_a_durable_exchange_that_keeps_unroutable_events() {
     ns.api::<EventTopic>().create(&PostParams::default(), &topic("orders", spec)).await.expect("create topic");
     ns.wait_ready("eventtopic/orders");
 
-    // The broker holds exactly what DESIGN.md promises.
+    // The broker holds exactly what the README's EventTopic table promises.
     let rabbit = Rabbit::new();
     let exchange = format!("sluice.{}.orders", ns.name);
     let unroutable = format!("{exchange}.unroutable");
