@@ -20,7 +20,8 @@ use tracing::debug;
 
 use super::{
     config::SubscriptionRoute,
-    metrics::{DispatcherMetrics, QueueLabels, SubscriptionLabels},
+    metrics::{DispatcherMetrics, QueueLabels},
+    route::Route,
 };
 use crate::broker::mover::count_on;
 
@@ -83,11 +84,9 @@ pub struct QueueDepths {
 
 /// What the sampler measures and where it records it.
 pub struct Sampler<'a> {
-    pub routes: &'a [SubscriptionRoute],
+    pub routes: &'a [std::sync::Arc<Route>],
     pub held: &'a Held,
     pub metrics: &'a DispatcherMetrics,
-    /// The metric labels of a route's series.
-    pub labels: &'a (dyn Fn(&SubscriptionRoute) -> SubscriptionLabels + Sync),
     /// The current time in unix seconds.
     pub now: fn() -> u64,
 }
@@ -115,10 +114,10 @@ impl Sampler<'_> {
 
     async fn sample_once(&self, conn: &Connection, channel: &mut Option<Channel>) {
         for route in self.routes {
-            let labels = (self.labels)(route);
-            let age = self.held.oldest_age(&route.name, (self.now)());
-            self.metrics.oldest_message_age.get_or_create(&labels).set(i64::try_from(age).unwrap_or(i64::MAX));
-            match depths(conn, channel, route).await {
+            let labels = &route.labels;
+            let age = self.held.oldest_age(route.name(), (self.now)());
+            self.metrics.oldest_message_age.get_or_create(labels).set(i64::try_from(age).unwrap_or(i64::MAX));
+            match depths(conn, channel, &route.config).await {
                 Ok(depths) => {
                     for (queue, n) in [("work", depths.work), ("retry", depths.retry), ("dlq", depths.dlq)] {
                         let queue_labels = QueueLabels {
@@ -130,7 +129,7 @@ impl Sampler<'_> {
                         self.metrics.queue_messages.get_or_create(&queue_labels).set(i64::from(n));
                     }
                 }
-                Err(e) => debug!(error = %e, subscription = %route.name, "Cannot sample the queues."),
+                Err(e) => debug!(error = %e, subscription = %route.name(), "Cannot sample the queues."),
             }
         }
     }

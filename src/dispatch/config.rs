@@ -144,15 +144,6 @@ impl DispatchConfig {
         if self.max_in_flight == 0 {
             return Err(ConfigError::Invalid("maxInFlight must be at least 1".into()));
         }
-        for (name, value) in &self.headers {
-            let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-                && reqwest::header::HeaderValue::from_str(value).is_ok();
-            if !valid {
-                return Err(ConfigError::Invalid(format!(
-                    "header {name:?}: names must be HTTP tokens and values printable ASCII"
-                )));
-            }
-        }
         for s in &self.subscriptions {
             if let Some(topic) = s.topic.as_ref().filter(|t| !self.topics.contains_key(*t)) {
                 return Err(ConfigError::Invalid(format!("subscription {}: topic {topic} has no rendering", s.name)));

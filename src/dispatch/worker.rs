@@ -31,10 +31,10 @@ use super::{
     acks::{Ack, AckWindow},
     backlog::{Held, Sampler},
     circuit::{CircuitBreaker, CircuitState, Settings, Transition},
-    config::{DispatchConfig, SubscriptionRoute},
+    config::DispatchConfig,
     egress::EgressPolicy,
     envelope::{self, Envelope, Onward, VERSION_HEADER},
-    metrics::{DeadLetterLabels, DispatcherMetrics, RetryLabels, SubscriptionLabels, WebhookLabels},
+    metrics::{DeadLetterLabels, DispatcherMetrics, RetryLabels, WebhookLabels},
     outcome::{Attempt, DeadLetterReason, Verdict, judge, parse_retry_after, status_class},
     rate_limit::RateLimiter,
     report::Stats,
@@ -237,24 +237,8 @@ impl Dispatcher {
 
     /// Samples the queues' depths and the oldest held message until the session ends.
     async fn sample(self: Arc<Self>, conn: Arc<Connection>, session: CancellationToken) {
-        let labels = |route: &SubscriptionRoute| self.labels(route);
-        let sampler = Sampler {
-            routes: &self.config.subscriptions,
-            held: &self.held,
-            metrics: &self.metrics,
-            labels: &labels,
-            now: unix_now,
-        };
+        let sampler = Sampler { routes: &self.routes, held: &self.held, metrics: &self.metrics, now: unix_now };
         sampler.run(&conn, session).await;
-    }
-
-    /// The metric labels of `route`'s series.
-    fn labels(&self, route: &SubscriptionRoute) -> SubscriptionLabels {
-        SubscriptionLabels {
-            namespace: self.config.namespace.clone(),
-            webhook: self.config.webhook.clone(),
-            subscription: route.name.clone(),
-        }
     }
 
     fn set_connected(&self, up: bool) {
