@@ -49,8 +49,9 @@ pub struct WebhookSpec {
     pub signing: Option<Signing>,
 
     /// Extra HTTP headers sent with every request (at most 32): names are HTTP tokens, values
-    /// printable ASCII. The Standard Webhooks headers, Content-Type, Host and the version
-    /// headers are set by Sluice and cannot be overridden.
+    /// printable ASCII. Sluice sets Content-Type, Content-Length, Host, User-Agent, the Standard
+    /// Webhooks headers (webhook-id, webhook-timestamp, webhook-signature) and the version
+    /// headers (event-version, Deprecation, Sunset, Link); these cannot be overridden.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "headers_schema")]
     #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^[A-Za-z0-9!#$%&*+.^_|~-]+$'))").message("spec.headers: header names may contain only letters, digits and !#$%&*+.^_|~-"))]

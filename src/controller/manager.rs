@@ -62,7 +62,9 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
         // A policy that appears, changes or turns Ready (or not) changes the version they resolve.
         .watches_stream(changes_of(Api::<ApiVersionPolicy>::all(client.clone()), readiness_digest), {
             let subs = sub_store.clone();
-            move |policy| on_topic(&subs, policy.namespace().as_deref(), &policy.spec.topic_ref.name)
+            move |policy| {
+                naming(&subs, policy.namespace().as_deref(), &policy.spec.topic_ref.name, |s| &s.spec.topic_ref.name)
+            }
         })
         .reconcile_all_on(broker_changes(ctx.brokers.subscribe()))
         .graceful_shutdown_on(stop.clone().cancelled_owned());
@@ -74,13 +76,13 @@ pub async fn run(ctx: Arc<Context>, health: Arc<Health>, stop: CancellationToken
     let policies = Controller::for_stream(changes, policy_store.clone())
         .with_config(config.clone())
         .watches_stream(created_or_deleted(Api::<EventTopic>::all(client.clone())), move |topic| {
-            governing_candidates(&by_topic, topic.namespace().as_deref(), &topic.name_any())
+            naming(&by_topic, topic.namespace().as_deref(), &topic.name_any(), |p| &p.spec.topic_ref.name)
         })
         .watches_stream(created_or_deleted(Api::<Subscription>::all(client.clone())), move |sub| {
-            governing_candidates(&by_sub, sub.namespace().as_deref(), &sub.spec.topic_ref.name)
+            naming(&by_sub, sub.namespace().as_deref(), &sub.spec.topic_ref.name, |p| &p.spec.topic_ref.name)
         })
         .watches_stream(created_or_deleted(Api::<ApiVersionPolicy>::all(client.clone())), move |policy| {
-            governing_candidates(&by_sibling, policy.namespace().as_deref(), &policy.spec.topic_ref.name)
+            naming(&by_sibling, policy.namespace().as_deref(), &policy.spec.topic_ref.name, |p| &p.spec.topic_ref.name)
         })
         .graceful_shutdown_on(stop.clone().cancelled_owned());
 
@@ -272,36 +274,23 @@ fn referring<K: Resource>(
     other: &K,
     by: impl Fn(&Subscription) -> &str,
 ) -> Vec<ObjectRef<Subscription>> {
-    let (namespace, name) = (other.namespace(), other.name_any());
-    subs.state()
-        .iter()
-        .filter(|s| s.namespace() == namespace && by(s) == name)
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
+    naming(subs, other.namespace().as_deref(), &other.name_any(), by)
 }
 
-/// The Subscriptions of `topic` in `namespace`.
-fn on_topic(subs: &Store<Subscription>, namespace: Option<&str>, topic: &str) -> Vec<ObjectRef<Subscription>> {
-    subs.state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == namespace && s.spec.topic_ref.name == topic)
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
+/// The objects of `store` in `namespace` whose reference (picked by `by`) is `name`.
+fn naming<K>(store: &Store<K>, namespace: Option<&str>, name: &str, by: impl Fn(&K) -> &str) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    named_by(store, namespace, name, by).iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect()
 }
 
-/// The policies naming `topic` in `namespace`: the ones whose governance or board `topic`'s
-/// change may affect.
-fn governing_candidates(
-    policies: &Store<ApiVersionPolicy>,
-    namespace: Option<&str>,
-    topic: &str,
-) -> Vec<ObjectRef<ApiVersionPolicy>> {
-    policies
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == namespace && p.spec.topic_ref.name == topic)
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
+/// The objects themselves, for [`naming`].
+fn named_by<K>(store: &Store<K>, namespace: Option<&str>, name: &str, by: impl Fn(&K) -> &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.state().into_iter().filter(|o| o.namespace().as_deref() == namespace && by(o) == name).collect()
 }
 
 /// The Webhooks delivering a Subscription of `topic` in `namespace`; their next reconcile is a
@@ -313,10 +302,8 @@ fn webhooks_rendering(
     topic: &str,
 ) -> Vec<ObjectRef<Webhook>> {
     let namespace = namespace.unwrap_or_default();
-    let mut hooks: Vec<String> = subs
-        .state()
+    let mut hooks: Vec<String> = named_by(subs, Some(&namespace), topic, |s| &s.spec.topic_ref.name)
         .iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.spec.topic_ref.name == topic)
         .filter_map(|s| s.spec.webhook_ref.as_ref().map(|w| w.name.clone()))
         .collect();
     hooks.sort();
@@ -330,7 +317,7 @@ fn webhooks_rendering(
 /// Exports every policy's board (from its status) and sunset dates (from its spec) as the
 /// version metrics, every few seconds; a deleted policy's series go with it.
 async fn export_versions(store: Store<ApiVersionPolicy>, metrics: Arc<ControllerMetrics>, stop: CancellationToken) {
-    use crate::telemetry::metrics::{SunsetLabels, VersionLabels};
+    use crate::telemetry::metrics::{TopicVersionLabels, VersionStateLabels};
     loop {
         let (mut board, mut sunsets) = (Vec::new(), Vec::new());
         for policy in store.state() {
@@ -338,13 +325,9 @@ async fn export_versions(store: Store<ApiVersionPolicy>, metrics: Arc<Controller
             let Some(status) = policy.status.as_ref() else { continue };
             let (namespace, topic) = (policy.namespace().unwrap_or_default(), policy.spec.topic_ref.name.clone());
             for v in &status.versions {
-                let labels = VersionLabels {
-                    namespace: namespace.clone(),
-                    topic: topic.clone(),
-                    version: v.name.clone(),
-                    state: v.state.as_str(),
-                };
-                board.push((labels, i64::from(v.subscriptions)));
+                let version =
+                    TopicVersionLabels { namespace: namespace.clone(), topic: topic.clone(), version: v.name.clone() };
+                board.push((VersionStateLabels { version, state: v.state.as_str() }, i64::from(v.subscriptions)));
             }
             if status.versions.is_empty() {
                 continue;
@@ -352,7 +335,7 @@ async fn export_versions(store: Store<ApiVersionPolicy>, metrics: Arc<Controller
             for v in policy.spec.versions.iter().filter(|v| v.sunset_at.is_some()) {
                 let at = v.sunset_at.as_ref().map_or(0, |t| t.0.as_second());
                 sunsets.push((
-                    SunsetLabels { namespace: namespace.clone(), topic: topic.clone(), version: v.name.clone() },
+                    TopicVersionLabels { namespace: namespace.clone(), topic: topic.clone(), version: v.name.clone() },
                     at,
                 ));
             }

@@ -120,12 +120,7 @@ impl Sampler<'_> {
             match depths(conn, channel, &route.config).await {
                 Ok(depths) => {
                     for (queue, n) in [("work", depths.work), ("retry", depths.retry), ("dlq", depths.dlq)] {
-                        let queue_labels = QueueLabels {
-                            namespace: labels.namespace.clone(),
-                            webhook: labels.webhook.clone(),
-                            subscription: labels.subscription.clone(),
-                            queue,
-                        };
+                        let queue_labels = QueueLabels { route: labels.clone(), queue };
                         self.metrics.queue_messages.get_or_create(&queue_labels).set(i64::from(n));
                     }
                 }

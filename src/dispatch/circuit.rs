@@ -236,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_design() {
+    fn defaults_match_the_webhook_api_defaults() {
         let s = Settings::default();
         assert_eq!((s.failure_ratio, s.min_attempts), (0.7, 10));
         assert_eq!((s.window, s.open_for), (Duration::from_secs(300), Duration::from_secs(30)));

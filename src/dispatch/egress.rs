@@ -230,14 +230,10 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// The delivery HTTP client: resolves through [`GuardedResolver`], follows no redirects (a 3xx is
-/// the endpoint's answer), ignores proxy environment variables and identifies as [`USER_AGENT`].
-/// IP-literal URLs still need [`EgressPolicy::check_url`] before sending.
-pub fn http_client(
-    policy: EgressPolicy,
-    connect_timeout: Duration,
-    timeout: Duration,
-) -> reqwest::Result<reqwest::Client> {
+/// The delivery HTTP client, to finish building: resolves through [`GuardedResolver`], follows no
+/// redirects (a 3xx is the endpoint's answer), ignores proxy environment variables and identifies
+/// as [`USER_AGENT`]. IP-literal URLs still need [`EgressPolicy::check_url`] before sending.
+pub fn http_client(policy: EgressPolicy, connect_timeout: Duration, timeout: Duration) -> reqwest::ClientBuilder {
     // reqwest is built without a crypto provider and panics without one; use the binary's choice.
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -249,7 +245,6 @@ pub fn http_client(
         .connect_timeout(connect_timeout)
         .timeout(timeout)
         .user_agent(USER_AGENT)
-        .build()
 }
 
 #[cfg(test)]
@@ -456,7 +451,7 @@ mod tests {
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
     fn client(policy: EgressPolicy) -> reqwest::Client {
-        http_client(policy, Duration::from_secs(2), Duration::from_secs(5)).unwrap()
+        http_client(policy, Duration::from_secs(2), Duration::from_secs(5)).build().unwrap()
     }
 
     #[tokio::test]

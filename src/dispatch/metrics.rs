@@ -11,9 +11,8 @@ use prometheus_client::{
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
-    pub namespace: String,
-    pub webhook: String,
-    pub subscription: String,
+    #[prometheus(flatten)]
+    pub route: SubscriptionLabels,
     /// `delivered`, `retried`, `dead_lettered`, `gone`.
     pub outcome: &'static str,
     /// `2xx` … `5xx`, `timeout`, `connection`, `refused`.
@@ -29,26 +28,23 @@ pub struct SubscriptionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeadLetterLabels {
-    pub namespace: String,
-    pub webhook: String,
-    pub subscription: String,
+    #[prometheus(flatten)]
+    pub route: SubscriptionLabels,
     pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
-    pub namespace: String,
-    pub webhook: String,
-    pub subscription: String,
+    #[prometheus(flatten)]
+    pub route: SubscriptionLabels,
     /// The retry step the message was sent to (1-based).
     pub step: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
-    pub namespace: String,
-    pub webhook: String,
-    pub subscription: String,
+    #[prometheus(flatten)]
+    pub route: SubscriptionLabels,
     /// `work`, `retry` (every step's queue summed) or `dlq`.
     pub queue: &'static str,
 }

@@ -66,13 +66,7 @@ impl RouteMetrics {
         if let Some((_, _, counter)) = known.iter().find(|(o, c, _)| *o == outcome && *c == status_class) {
             return counter.clone();
         }
-        let labels = AttemptLabels {
-            namespace: labels.namespace.clone(),
-            webhook: labels.webhook.clone(),
-            subscription: labels.subscription.clone(),
-            outcome,
-            status_class,
-        };
+        let labels = AttemptLabels { route: labels.clone(), outcome, status_class };
         let counter = metrics.attempts.get_or_create(&labels).clone();
         known.push((outcome, status_class, counter.clone()));
         counter

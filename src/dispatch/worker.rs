@@ -82,9 +82,8 @@ pub struct Dispatcher {
     /// The Subscriptions, compiled: queues, rendering, metric labels.
     routes: Vec<Arc<Route>>,
     keys: KeyRing,
+    /// Sends the Webhook's own headers with every request.
     http: reqwest::Client,
-    /// The Webhook's own headers, checked once.
-    headers: HeaderMap,
     /// The endpoint, parsed once; `None` when it does not parse (every attempt is refused).
     url: Option<url::Url>,
     egress: EgressPolicy,
@@ -121,7 +120,6 @@ impl Dispatcher {
         metrics: Arc<DispatcherMetrics>,
         stats: Arc<Stats>,
     ) -> Result<Arc<Self>, StartError> {
-        let http = super::egress::http_client(egress.clone(), config.connect_timeout, config.timeout)?;
         let limiter =
             config.rate_limit.as_ref().map_or_else(RateLimiter::unlimited, |r| RateLimiter::new(r.per_second, r.burst));
         let breaker = CircuitBreaker::new(Settings::from(&config.circuit_breaker));
@@ -132,6 +130,11 @@ impl Dispatcher {
             let value_ok = HeaderValue::from_str(value).map_err(|_| StartError::Header(name.clone()))?;
             headers.insert(name_ok, value_ok);
         }
+        // The Webhook's own headers go with every request; the ones set per request (the
+        // signature, the content type, the version) are names the Webhook cannot use.
+        let http = super::egress::http_client(egress.clone(), config.connect_timeout, config.timeout)
+            .default_headers(headers)
+            .build()?;
         let routes = super::route::compile(&config, &metrics).into_iter().map(Arc::new).collect();
         let url = url::Url::parse(&config.url).ok();
         let webhook = WebhookLabels { namespace: config.namespace.clone(), webhook: config.webhook.clone() };
@@ -143,7 +146,6 @@ impl Dispatcher {
             url,
             in_flight,
             routes,
-            headers,
             config,
             keys,
             http,
@@ -524,22 +526,12 @@ impl Dispatcher {
 
     fn count_dead_letter(&self, route: &Route, reason: DeadLetterReason) {
         self.stats.dead_lettered();
-        let labels = DeadLetterLabels {
-            namespace: route.labels.namespace.clone(),
-            webhook: route.labels.webhook.clone(),
-            subscription: route.labels.subscription.clone(),
-            reason: reason.as_str(),
-        };
+        let labels = DeadLetterLabels { route: route.labels.clone(), reason: reason.as_str() };
         self.metrics.dead_lettered.get_or_create(&labels).inc();
     }
 
     fn count_retry(&self, route: &Route, step: usize) {
-        let labels = RetryLabels {
-            namespace: route.labels.namespace.clone(),
-            webhook: route.labels.webhook.clone(),
-            subscription: route.labels.subscription.clone(),
-            step: (step + 1).to_string(),
-        };
+        let labels = RetryLabels { route: route.labels.clone(), step: (step + 1).to_string() };
         self.metrics.retries.get_or_create(&labels).inc();
     }
 
@@ -601,7 +593,6 @@ impl Dispatcher {
         let mut request = self
             .http
             .post(url.clone())
-            .headers(self.headers.clone())
             .header(CONTENT_TYPE, outgoing.content_type.as_str())
             .header(ID_HEADER, id)
             .header(TIMESTAMP_HEADER, timestamp.to_string())

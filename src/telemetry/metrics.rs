@@ -48,20 +48,20 @@ pub struct QueueLabels {
     pub queue: &'static str,
 }
 
+/// One event version of a topic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
+pub struct TopicVersionLabels {
     pub namespace: String,
     pub topic: String,
     pub version: String,
-    /// `Current`, `Supported`, `Deprecated` or `Sunset`.
-    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SunsetLabels {
-    pub namespace: String,
-    pub topic: String,
-    pub version: String,
+pub struct VersionStateLabels {
+    #[prometheus(flatten)]
+    pub version: TopicVersionLabels,
+    /// `Current`, `Supported`, `Deprecated` or `Sunset`.
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,10 +86,10 @@ pub struct ControllerMetrics {
     broker_up: Family<BrokerLabels, Gauge>,
     drift_repairs: Family<KindLabels, Counter>,
     queue_messages: Family<QueueLabels, Gauge>,
-    subscriptions_by_version: Family<VersionLabels, Gauge>,
-    version_sunset: Family<SunsetLabels, Gauge>,
+    subscriptions_by_version: Family<VersionStateLabels, Gauge>,
+    version_sunset: Family<TopicVersionLabels, Gauge>,
     /// The version series set last time, so the ones that are gone can be removed.
-    version_series: Arc<Mutex<(HashSet<VersionLabels>, HashSet<SunsetLabels>)>>,
+    version_series: Arc<Mutex<(HashSet<VersionStateLabels>, HashSet<TopicVersionLabels>)>>,
     pub broker_requests: BrokerRequestMetrics,
 }
 
@@ -186,7 +186,7 @@ impl ControllerMetrics {
 
     /// Replaces every version series with `board` (Subscriptions per version and state) and
     /// `sunsets` (sunset dates); series of versions or policies no longer there are removed.
-    pub fn set_versions(&self, board: Vec<(VersionLabels, i64)>, sunsets: Vec<(SunsetLabels, i64)>) {
+    pub fn set_versions(&self, board: Vec<(VersionStateLabels, i64)>, sunsets: Vec<(TopicVersionLabels, i64)>) {
         let mut previous = self.version_series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (mut seen_board, mut seen_sunsets) = (HashSet::new(), HashSet::new());
         for (labels, value) in board {
