@@ -83,11 +83,6 @@ impl ExchangeType {
             Self::Headers => "headers",
         }
     }
-
-    /// Whether Subscriptions filter by routing key on this type.
-    pub fn routes_by_key(self) -> bool {
-        matches!(self, Self::Topic | Self::Direct)
-    }
 }
 
 /// Which RabbitMQ broker a topic lives on.

@@ -65,9 +65,12 @@ async fn run(policy: &ApiVersionPolicy, ctx: &Context) -> Result<Action, Error> 
         Some(e) => status::failure_outcome(e),
     };
     let mut next = status::with_outcome(policy, &previous, &outcome);
-    next.versions = looked.board.as_ref().map(|b| b.versions.clone()).unwrap_or_default();
-    next.deprecated_in_use = looked.board.as_ref().map(|b| b.deprecated_in_use);
-    next.sunset_in_use = looked.board.as_ref().map(|b| b.sunset_in_use);
+    // A policy in conflict keeps no board.
+    let board = looked.board.map(|b| (b.versions, b.deprecated_in_use, b.sunset_in_use));
+    (next.versions, next.deprecated_in_use, next.sunset_in_use) = match board {
+        Some((versions, deprecated, sunset)) => (versions, Some(deprecated), Some(sunset)),
+        None => (Vec::new(), None, None),
+    };
     let due = next_transition(&policy.spec, now);
     next.next_transition = due.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
     report_events(policy, ctx, &previous, &next, looked.problem.as_ref(), topic).await;
@@ -120,16 +123,12 @@ async fn look(policy: &ApiVersionPolicy, ctx: &Context, namespace: &str, now: Ti
 }
 
 fn ready_message(policy: &ApiVersionPolicy, looked: &Looked) -> String {
-    let board = looked.board.clone().unwrap_or_default();
-    let subscriptions: i32 = board.versions.iter().map(|v| v.subscriptions).sum();
+    let (subscriptions, deprecated, sunset) = looked.board.as_ref().map_or((0, 0, 0), |b| {
+        (b.versions.iter().map(|v| v.subscriptions).sum::<i32>(), b.deprecated_in_use, b.sunset_in_use)
+    });
     format!(
-        "Governs EventTopic {}: current version {}, {subscriptions} Subscription(s), {} on deprecated and {} on sunset versions; {} example(s) rendered through {} version step(s)",
-        policy.spec.topic_ref.name,
-        policy.spec.current,
-        board.deprecated_in_use,
-        board.sunset_in_use,
-        looked.checked.examples,
-        looked.checked.steps
+        "Governs EventTopic {}: current version {}, {subscriptions} Subscription(s), {deprecated} on deprecated and {sunset} on sunset versions; {} example(s) rendered through {} version step(s)",
+        policy.spec.topic_ref.name, policy.spec.current, looked.checked.examples, looked.checked.steps
     )
 }
 

@@ -29,10 +29,6 @@ impl Outcome {
             Self::Ready { reason, .. } | Self::Progressing { reason, .. } | Self::Stalled { reason, .. } => reason,
         }
     }
-
-    pub fn is_ready(&self) -> bool {
-        matches!(self, Self::Ready { .. })
-    }
 }
 
 /// A set of conditions being updated, keyed by type.

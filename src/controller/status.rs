@@ -59,6 +59,19 @@ reconciled!(
     ApiVersionPolicy => ApiVersionPolicyStatus
 );
 
+/// Whether `obj` is Ready for its current spec (its Ready condition is True and observed this
+/// generation).
+pub fn ready_for_spec<K: Reconciled>(obj: &K) -> bool {
+    super::conditions::ready_condition(obj.conditions())
+        .is_some_and(|c| c.status == "True" && c.observed_generation == obj.meta().generation)
+}
+
+/// What `obj`'s Ready condition says (`reason: message`), for a message about waiting on it.
+pub fn readiness(obj: &impl Reconciled) -> String {
+    super::conditions::ready_condition(obj.conditions())
+        .map_or_else(|| "not reconciled yet".to_owned(), |c| format!("{}: {}", c.reason, c.message))
+}
+
 /// The object's current status, or an empty one.
 pub fn current<K: Reconciled>(obj: &K) -> K::Status {
     obj.status().cloned().unwrap_or_default()

@@ -58,10 +58,6 @@ impl Schemas {
     pub fn newest(&self, event_type: &str) -> Option<&str> {
         self.newest.get(event_type).map(String::as_str)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_type.is_empty()
-    }
 }
 
 /// The first way a payload breaks its schema.

@@ -29,11 +29,16 @@ pub fn state(policy: &ApiVersionPolicySpec, version: &ApiVersion, now: Timestamp
 
 /// The next instant after `now` at which a version of `policy` changes state.
 pub fn next_transition(policy: &ApiVersionPolicySpec, now: Timestamp) -> Option<Timestamp> {
-    policy
-        .versions
-        .iter()
-        .filter(|v| v.name != policy.current)
-        .flat_map(|v| [v.deprecated_at.as_ref(), v.sunset_at.as_ref()])
+    policy.versions.iter().filter_map(|v| next_change(policy, v, now)).min()
+}
+
+/// The next instant after `now` at which `version` changes state (the current one never does).
+pub fn next_change(policy: &ApiVersionPolicySpec, version: &ApiVersion, now: Timestamp) -> Option<Timestamp> {
+    if version.name == policy.current {
+        return None;
+    }
+    [version.deprecated_at.as_ref(), version.sunset_at.as_ref()]
+        .into_iter()
         .flatten()
         .map(|t| t.0)
         .filter(|t| *t > now)

@@ -171,8 +171,7 @@ async fn converge(sub: &Subscription, ctx: &Context) -> Result<Converged, Error>
 /// otherwise an earlier attempt may have left any step behind.
 fn leftovers(sub: &Subscription) -> apply::Leftovers {
     let status = sub.status.as_ref();
-    let settled = ready_condition(status::Reconciled::conditions(sub))
-        .is_some_and(|c| c.status == "True" && c.observed_generation == sub.metadata.generation);
+    let settled = status::ready_for_spec(sub);
     match status {
         Some(s) if settled && s.queue.is_some() => apply::Leftovers::Recorded(s.retry_queues.clone()),
         _ => apply::Leftovers::AnyStep,
@@ -188,11 +187,8 @@ async fn ready_topic(sub: &Subscription, ctx: &Context, namespace: &str) -> Resu
             "EventTopic {namespace}/{name} does not exist; the queues are created once it is Ready"
         ))
     })?;
-    let ready = ready_condition(status::Reconciled::conditions(&topic))
-        .filter(|c| c.status == "True" && c.observed_generation == topic.metadata.generation);
-    if ready.is_none() || topic.status.as_ref().and_then(|s| s.exchange.as_ref()).is_none() {
-        let why = ready_condition(status::Reconciled::conditions(&topic))
-            .map_or_else(|| "not reconciled yet".to_owned(), |c| format!("{}: {}", c.reason, c.message));
+    if !status::ready_for_spec(&topic) || topic.status.as_ref().and_then(|s| s.exchange.as_ref()).is_none() {
+        let why = status::readiness(&topic);
         return Err(Error::TopicNotReady(format!("EventTopic {namespace}/{name} is not Ready ({why})")));
     }
     Ok(topic)

@@ -12,8 +12,11 @@ use crate::{
         api_version_policy::{Enforcement, VersionState},
         subscription::ResolvedVersion,
     },
-    controller::{Context, Error, conditions::ready_condition, status::Reconciled},
-    versions::lifecycle::{governing, resolve, state},
+    controller::{
+        Context, Error,
+        status::{readiness, ready_for_spec},
+    },
+    versions::lifecycle::{governing, next_change, resolve, state},
 };
 
 /// The condition saying whether a Subscription's version is past its sunset.
@@ -57,12 +60,7 @@ pub fn assess(policies: &[ApiVersionPolicy], sub: &Subscription, queue: &str, no
     let spec = &policy.spec;
     let current = state(spec, version, now);
     let resolved = ResolvedVersion { name: version.name.clone(), state: current, sunset_at: version.sunset_at.clone() };
-    let next_transition = [version.deprecated_at.as_ref(), version.sunset_at.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|t| t.0)
-        .filter(|t| *t > now && version.name != spec.current)
-        .min();
+    let next_transition = next_change(spec, version, now);
     let successor = version.successor.as_deref().map_or_else(String::new, |s| format!(" (its successor is {s})"));
     let mut assessed = Assessed { resolved: Some(resolved), next_transition, ..Assessed::default() };
     if current == VersionState::Sunset {
@@ -85,11 +83,8 @@ pub fn assess(policies: &[ApiVersionPolicy], sub: &Subscription, queue: &str, no
         }
         assessed.sunset = Some(message);
     }
-    let ready = ready_condition(policy.conditions())
-        .is_some_and(|c| c.status == "True" && c.observed_generation == policy.metadata.generation);
-    if !ready && assessed.problem.is_none() {
-        let why = ready_condition(policy.conditions())
-            .map_or_else(|| "not reconciled yet".to_owned(), |c| format!("{}: {}", c.reason, c.message));
+    if !ready_for_spec(policy) && assessed.problem.is_none() {
+        let why = readiness(policy);
         assessed.problem = Some(Error::VersionPolicyNotReady(format!(
             "ApiVersionPolicy {} is not Ready ({why}); events wait in queue {queue}, or keep the rendering they had, until it is",
             policy.name_any()

@@ -14,7 +14,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::super::{Context, Error, conditions::ready_condition, status::Reconciled, topic_broker};
+use super::super::{
+    Context, Error,
+    conditions::ready_condition,
+    status::{Reconciled, ready_for_spec},
+    topic_broker,
+};
 use crate::{
     api::{ApiVersionPolicy, EventTopic, Subscription, Webhook},
     broker::BrokerKey,
@@ -119,12 +124,6 @@ fn routable(sub: &Subscription) -> bool {
     })
 }
 
-/// Whether an object is Ready for its current spec.
-fn ready<K: Reconciled>(obj: &K) -> bool {
-    ready_condition(obj.conditions())
-        .is_some_and(|c| c.status == "True" && c.observed_generation == obj.meta().generation)
-}
-
 /// `sub`'s route built afresh, with its topic's rendering; `None` while its topic or the
 /// topic's policy is not Ready for its current spec (the route it had is kept meanwhile).
 fn fresh(
@@ -134,9 +133,9 @@ fn fresh(
     policies: &[ApiVersionPolicy],
 ) -> Result<Option<render::RenderedRoute>, Error> {
     let route = render::route(namespace, sub).map_err(Error::InvalidSpec)?;
-    let Some(topic) = topic.filter(|t| ready(*t)) else { return Ok(None) };
+    let Some(topic) = topic.filter(|t| ready_for_spec(*t)) else { return Ok(None) };
     let policy = governing(policies, &topic.name_any());
-    if policy.is_some_and(|p| !ready(p)) {
+    if policy.is_some_and(|p| !ready_for_spec(p)) {
         return Ok(None);
     }
     // A pin that does not resolve leaves the Subscription not Ready; this is a race with it.
