@@ -2,9 +2,9 @@
 //! delivered concurrently), but AMQP's `multiple` ack covers every outstanding delivery up to a
 //! tag. So the window tracks the highest tag below which everything has settled, and acks up to
 //! it once per `batch` settlements, or at once when nothing else is in flight (the worker also
-//! flushes what is left after a few milliseconds). Settled messages beyond a slow one are acked
-//! one by one before they fill the prefetch. Fewer ack frames mean
-//! fewer wake-ups of the AMQP connection's thread, the dispatcher's main CPU cost after HTTP.
+//! flushes what is left within 50 ms). Settled messages beyond a slow one are acked one by one
+//! before they fill the prefetch. Fewer ack frames mean fewer wake-ups of the AMQP connection's
+//! thread, the dispatcher's main CPU cost after HTTP.
 //!
 //! A crash loses no message: what was not acked yet is redelivered (at-least-once), at most
 //! about `2 × batch` settled messages per channel.

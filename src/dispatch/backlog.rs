@@ -8,11 +8,7 @@
 //! when an endpoint misbehaves; while delivery is paused nothing is held and the backlog shows
 //! in `sluice_queue_messages` instead.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Mutex,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use lapin::{Channel, Connection};
 use tokio_util::sync::CancellationToken;
@@ -30,49 +26,6 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// How long closing the sampler's channel may wait for the broker's answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Publish times (unix seconds) of the messages held, per Subscription, as a multiset.
-#[derive(Default)]
-pub struct Held {
-    by_subscription: Mutex<HashMap<String, BTreeMap<u64, u32>>>,
-}
-
-/// Releases its message from [`Held`] when dropped (delivery settled, or abandoned).
-pub struct HeldGuard<'a> {
-    held: &'a Held,
-    subscription: String,
-    published: u64,
-}
-
-impl Held {
-    /// Records a message of `subscription` published at `published` as held until the guard drops.
-    pub fn hold(&self, subscription: &str, published: u64) -> HeldGuard<'_> {
-        let mut map = self.by_subscription.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(subscription.to_owned()).or_default().entry(published).or_default() += 1;
-        HeldGuard { held: self, subscription: subscription.to_owned(), published }
-    }
-
-    /// Seconds since the oldest held message of `subscription` was published, at `now`; 0 when
-    /// none is held.
-    pub fn oldest_age(&self, subscription: &str, now: u64) -> u64 {
-        let map = self.by_subscription.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(subscription).and_then(|times| times.keys().next()).map_or(0, |oldest| now.saturating_sub(*oldest))
-    }
-}
-
-impl Drop for HeldGuard<'_> {
-    fn drop(&mut self) {
-        let mut map = self.held.by_subscription.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(times) = map.get_mut(&self.subscription)
-            && let Some(n) = times.get_mut(&self.published)
-        {
-            *n -= 1;
-            if *n == 0 {
-                times.remove(&self.published);
-            }
-        }
-    }
-}
-
 /// Ready messages of one Subscription, by kind of queue.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct QueueDepths {
@@ -84,8 +37,7 @@ pub struct QueueDepths {
 
 /// What the sampler measures and where it records it.
 pub struct Sampler<'a> {
-    pub routes: &'a [std::sync::Arc<Route>],
-    pub held: &'a Held,
+    pub routes: &'a [Arc<Route>],
     pub metrics: &'a DispatcherMetrics,
     /// The current time in unix seconds.
     pub now: fn() -> u64,
@@ -115,7 +67,7 @@ impl Sampler<'_> {
     async fn sample_once(&self, conn: &Connection, channel: &mut Option<Channel>) {
         for route in self.routes {
             let labels = &route.labels;
-            let age = self.held.oldest_age(route.name(), (self.now)());
+            let age = route.held.oldest_age((self.now)());
             self.metrics.oldest_message_age.get_or_create(labels).set(i64::try_from(age).unwrap_or(i64::MAX));
             match depths(conn, channel, &route.config).await {
                 Ok(depths) => {
@@ -150,31 +102,4 @@ async fn depths(
     }
     depths.dlq = count(&route.dead_letter_queue).await?;
     Ok(depths)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_oldest_held_message_sets_the_age_until_it_is_released() {
-        let held = Held::default();
-        assert_eq!(held.oldest_age("billing", 1_000), 0, "nothing held");
-        let newer = held.hold("billing", 990);
-        let older = held.hold("billing", 900);
-        let twin = held.hold("billing", 900);
-        let other = held.hold("audit", 500);
-        assert_eq!(held.oldest_age("billing", 1_000), 100);
-        assert_eq!(held.oldest_age("audit", 1_000), 500, "per Subscription");
-        drop(older);
-        assert_eq!(held.oldest_age("billing", 1_000), 100, "a second message with the same time is still held");
-        drop(twin);
-        assert_eq!(held.oldest_age("billing", 1_000), 10);
-        drop(newer);
-        drop(other);
-        assert_eq!((held.oldest_age("billing", 1_000), held.oldest_age("audit", 1_000)), (0, 0));
-        // A clock behind the publisher's never yields a negative age.
-        let _future = held.hold("billing", 2_000);
-        assert_eq!(held.oldest_age("billing", 1_000), 0);
-    }
 }

@@ -47,11 +47,7 @@ impl Envelope {
     pub fn read(routing_key: &str, properties: &BasicProperties, body: &[u8], now: u64) -> Self {
         let headers = properties.headers().as_ref();
         let number = |name| headers.and_then(|h| header_u32(h, name));
-        let version = headers.and_then(|h| match h.inner().get(VERSION_HEADER)? {
-            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-            _ => None,
-        });
+        let version = headers.and_then(|h| text(h.inner().get(VERSION_HEADER)?));
         let event_type = properties.kind().as_ref().map(ShortString::as_str).filter(|t| !t.is_empty());
         // A message the broker dead-lettered carries the routing key it was published with in
         // x-death; its own routing key is then a queue's name.
@@ -75,9 +71,14 @@ fn first_routing_key(headers: &FieldTable) -> Option<String> {
     let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else { return None };
     let AMQPValue::FieldTable(oldest) = deaths.as_slice().last()? else { return None };
     let AMQPValue::FieldArray(keys) = oldest.inner().get("routing-keys")? else { return None };
-    match keys.as_slice().first()? {
-        AMQPValue::LongString(key) => Some(String::from_utf8_lossy(key.as_bytes()).into_owned()),
-        AMQPValue::ShortString(key) => Some(key.as_str().to_owned()),
+    text(keys.as_slice().first()?)
+}
+
+/// A header value holding text, long or short string.
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
     }
 }

@@ -1,9 +1,10 @@
 //! A Subscription as the dispatcher runs it: its queues, how its events are rendered (the
 //! topic's catalog and policy compiled once per configuration, the version it pinned), from
-//! when its version's sunset blocks delivery, and its metric labels built once.
+//! when its version's sunset blocks delivery, its metric labels built once, and the publish times
+//! of its messages being delivered (the oldest one's age is a metric).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::SystemTime,
 };
@@ -34,6 +35,46 @@ pub struct Route {
     blocked_from: Option<SystemTime>,
     /// Why the route cannot be consumed at all (its rendering does not compile).
     pub unusable: Option<String>,
+    /// Its messages being delivered (or waiting to be), for the oldest-message age.
+    pub held: Held,
+}
+
+/// Publish times (unix seconds) of the messages held, as a multiset.
+#[derive(Debug, Default)]
+pub struct Held {
+    times: Mutex<BTreeMap<u64, u32>>,
+}
+
+/// Releases its message from [`Held`] when dropped (delivery settled, or abandoned).
+pub struct HeldGuard<'a> {
+    held: &'a Held,
+    published: u64,
+}
+
+impl Held {
+    /// Records a message published at `published` as held until the guard drops.
+    pub fn hold(&self, published: u64) -> HeldGuard<'_> {
+        *self.times.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(published).or_default() += 1;
+        HeldGuard { held: self, published }
+    }
+
+    /// Seconds since the oldest held message was published, at `now`; 0 when none is held.
+    pub fn oldest_age(&self, now: u64) -> u64 {
+        let times = self.times.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        times.keys().next().map_or(0, |oldest| now.saturating_sub(*oldest))
+    }
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        let mut times = self.held.times.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = times.get_mut(&self.published) {
+            *n -= 1;
+            if *n == 0 {
+                times.remove(&self.published);
+            }
+        }
+    }
 }
 
 /// A Subscription's per-delivery metric series.
@@ -110,6 +151,7 @@ pub fn compile(config: &DispatchConfig, metrics: &DispatcherMetrics) -> Vec<Rout
                 rendering: None,
                 blocked_from: None,
                 unusable: None,
+                held: Held::default(),
             };
             let Some(topic) = &route.topic else { return compiled };
             match renderers.get(topic.as_str()) {
@@ -196,6 +238,25 @@ mod tests {
 
     fn compile(config: &DispatchConfig) -> Vec<Route> {
         super::compile(config, &DispatcherMetrics::register(&mut Registry::default()))
+    }
+
+    #[test]
+    fn the_oldest_held_message_sets_the_age_until_it_is_released() {
+        let held = Held::default();
+        assert_eq!(held.oldest_age(1_000), 0, "nothing held");
+        let newer = held.hold(990);
+        let older = held.hold(900);
+        let twin = held.hold(900);
+        assert_eq!(held.oldest_age(1_000), 100);
+        drop(older);
+        assert_eq!(held.oldest_age(1_000), 100, "a second message with the same time is still held");
+        drop(twin);
+        assert_eq!(held.oldest_age(1_000), 10);
+        drop(newer);
+        assert_eq!(held.oldest_age(1_000), 0);
+        // A clock behind the publisher's never yields a negative age.
+        let _future = held.hold(2_000);
+        assert_eq!(held.oldest_age(1_000), 0);
     }
 
     fn config(routes: serde_json::Value, topics: serde_json::Value) -> DispatchConfig {

@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     acks::{Ack, AckWindow},
-    backlog::{Held, Sampler},
+    backlog::Sampler,
     circuit::{CircuitBreaker, CircuitState, Settings, Transition},
     config::DispatchConfig,
     egress::EgressPolicy,
@@ -93,8 +93,6 @@ pub struct Dispatcher {
     breaker: Mutex<CircuitBreaker>,
     metrics: Arc<DispatcherMetrics>,
     stats: Arc<Stats>,
-    /// The messages being delivered (or waiting to be), for the oldest-message age.
-    held: Held,
     /// Set on 410 Gone: the Webhook is disabled and nothing more is consumed.
     gone: AtomicBool,
     connected: AtomicBool,
@@ -154,7 +152,6 @@ impl Dispatcher {
             breaker: Mutex::new(breaker),
             metrics,
             stats,
-            held: Held::default(),
             gone: AtomicBool::new(false),
             connected: AtomicBool::new(false),
         }))
@@ -239,7 +236,7 @@ impl Dispatcher {
 
     /// Samples the queues' depths and the oldest held message until the session ends.
     async fn sample(self: Arc<Self>, conn: Arc<Connection>, session: CancellationToken) {
-        let sampler = Sampler { routes: &self.routes, held: &self.held, metrics: &self.metrics, now: unix_now };
+        let sampler = Sampler { routes: &self.routes, metrics: &self.metrics, now: unix_now };
         sampler.run(&conn, session).await;
     }
 
@@ -365,12 +362,12 @@ impl Dispatcher {
         if route.blocked(SystemTime::now()) {
             return requeue(&message.delivery).await;
         }
-        let _held = self.held.hold(route.name(), message.envelope.published);
+        let _held = route.held.hold(message.envelope.published);
         let outgoing = match route.outgoing(&message.envelope, &message.body) {
             Ok(outgoing) => outgoing,
             Err(e) => {
-                debug!(id = %message.envelope.id, reason = e.reason(), error = %e, "Cannot render; dead-lettering.");
                 let reason = DeadLetterReason::of(&e);
+                debug!(id = %message.envelope.id, reason = reason.as_str(), error = %e, "Cannot render; dead-lettering.");
                 return self.settle_unrenderable(channel, &message, reason, &e.to_string()).await;
             }
         };
