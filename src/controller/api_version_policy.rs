@@ -3,7 +3,7 @@
 //! version (the migration board) → report status and Events, and look again when the next
 //! version changes state. A policy owns nothing on the broker, so it has no finalizer.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -31,9 +31,6 @@ use crate::{
 };
 
 pub const KIND: &str = "ApiVersionPolicy";
-/// How long after a deprecation or sunset instant the policy is looked at again: the state
-/// changes at that instant, and a clock read a hair early would see the old one.
-const TRANSITION_MARGIN: Duration = Duration::from_millis(250);
 
 /// Reconciles one ApiVersionPolicy.
 #[instrument(skip_all, fields(namespace = policy.namespace().unwrap_or_default(), name = policy.name_any()))]
@@ -76,10 +73,7 @@ async fn run(policy: &ApiVersionPolicy, ctx: &Context) -> Result<Action, Error> 
     report_events(policy, ctx, &previous, &next, looked.problem.as_ref(), topic).await;
     status::apply_status(&api, &policy.name_any(), Some(&previous), &next).await?;
     // States follow the clock: look again right after the next instant one changes.
-    Ok(match due.map(|at| at.duration_since(now).unsigned_abs()) {
-        Some(wait) if wait < ctx.settings.resync => Action::requeue(wait + TRANSITION_MARGIN),
-        _ => ctx.resync(),
-    })
+    Ok(ctx.resync_or_at(due))
 }
 
 async fn look(policy: &ApiVersionPolicy, ctx: &Context, namespace: &str, now: Timestamp) -> Result<Looked, Error> {

@@ -87,6 +87,18 @@ impl Context {
         Action::requeue(self.settings.resync.mul_f64(factor))
     }
 
+    /// The requeue of an object whose state follows the clock: right after `due` (when an
+    /// event version next changes state) if that comes before the resync, else the resync.
+    /// The margin keeps a clock read a hair early from seeing the old state.
+    pub fn resync_or_at(&self, due: Option<k8s_openapi::jiff::Timestamp>) -> Action {
+        const MARGIN: Duration = Duration::from_millis(250);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        match due.map(|at| at.duration_since(now).unsigned_abs()) {
+            Some(wait) if wait < self.settings.resync => Action::requeue(wait + MARGIN),
+            _ => self.resync(),
+        }
+    }
+
     /// Publishes an Event about `obj`. Failing to publish is logged, never fatal.
     pub async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
     where

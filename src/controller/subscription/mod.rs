@@ -41,8 +41,6 @@ use crate::{
 };
 
 pub const KIND: &str = "Subscription";
-/// How long after its version's deprecation or sunset instant a Subscription is looked at again.
-const TRANSITION_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
 const FINALIZER: &str = "sluice.dev/queues";
 /// Setting this annotation to a new value moves the dead-letter queue back to the work queue.
 pub const REDRIVE_ANNOTATION: &str = "sluice.dev/redrive";
@@ -131,14 +129,8 @@ async fn reconcile_live(api: &Api<Subscription>, sub: &Subscription, ctx: &Conte
         );
     }
     status::apply_status(api, &sub.name_any(), Some(&previous), &next).await?;
-    result.map(|c| {
-        // A version's state follows the clock: look again right after it changes.
-        let now = Timestamp::now();
-        match c.version.next_transition.map(|at| at.duration_since(now).unsigned_abs()) {
-            Some(wait) if wait < ctx.settings.resync => Action::requeue(wait + TRANSITION_MARGIN),
-            _ => ctx.resync(),
-        }
-    })
+    // A version's state follows the clock: look again right after it changes.
+    result.map(|c| ctx.resync_or_at(c.version.next_transition))
 }
 
 async fn converge(sub: &Subscription, ctx: &Context) -> Result<Converged, Error> {
