@@ -57,14 +57,10 @@ fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// CPU seconds (user + system) this process has used, from /proc (in USER_HZ ticks of 1/100 s).
+/// CPU seconds (user + system) this process has used.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    let (user, system) = harness::cpu_split_of(pid);
+    user + system
 }
 
 /// A realistic order of about 1 KiB, version 3 of the bench's catalog.
@@ -514,7 +510,7 @@ impl Bench {
         fill(&self.channel, &self.healthy.work, n).await;
         let d = dispatcher("healthy", &self.url, &[("healthy", &self.healthy)], 15_000, Rendering::Passthrough);
         d.wait_ready().await;
-        let (user, system, switches) = (d.cpu_split().0, d.cpu_split().1, d.context_switches());
+        let ((user, system), switches) = (d.cpu_split(), d.context_switches());
         let perf = Command::new("perf")
             .args(["record", "-e", "cpu-clock", "-F", "4000", "-g", "-o", &data, "-p", &d.pid().to_string()])
             .stdout(std::process::Stdio::null())

@@ -237,6 +237,18 @@ impl ControllerOpts {
     }
 }
 
+/// User and system CPU seconds process `pid` has used so far, from /proc.
+#[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
+pub fn cpu_split_of(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // Linux counts these in clock ticks of 1/100 s (USER_HZ) on every architecture it runs.
+    (ticks(11) / 100.0, ticks(12) / 100.0)
+}
+
 /// A `sluice` process (controller or dispatcher) with its admin server on a free port and its
 /// log in `.testbed/e2e-logs/`.
 pub struct Controller {
@@ -366,11 +378,7 @@ impl Controller {
     /// User and system CPU seconds the process has used so far, from /proc.
     #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
     pub fn cpu_split(&self) -> (f64, f64) {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) / 100.0, ticks(12) / 100.0)
+        cpu_split_of(self.child.id())
     }
 
     /// Anonymous and file-backed resident memory, in KiB (from /proc): heap and stacks, and
@@ -397,13 +405,8 @@ impl Controller {
     /// CPU seconds (user + system) the process has used so far, from /proc.
     #[allow(dead_code, reason = "used by the benchmarks, which share this harness")]
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // The fields after the command name (which may hold spaces) start after the last ')'.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        // Linux counts these in clock ticks of 1/100 s (USER_HZ) on every architecture it runs.
-        (ticks(11) + ticks(12)) / 100.0
+        let (user, system) = self.cpu_split();
+        user + system
     }
 
     /// `/readyz`: `Some(body)` when it answers 200.

@@ -174,7 +174,8 @@ mod tests {
         assert_eq!(e.category(), "VersionSunset");
         assert!(e.to_string().contains("messages wait in queue sluice.shop.billing"), "{e}");
         assert!(e.to_string().contains("(its successor is v2)"), "{e}");
-        assert!(blocked.blocked && blocked.sunset.is_some() && blocked.next_transition.is_none());
+        assert!(blocked.blocked && blocked.next_transition.is_none());
+        assert_eq!(blocked.sunset, Some(e.to_string()), "the VersionSunset condition says what Ready says");
         let warned = assess(&[policy("Warn", true)], &sub(Some("v1")), "q", at("2026-12-02T00:00:00Z"));
         assert!(warned.problem.is_none() && !warned.blocked, "Warn keeps delivering");
         assert!(warned.sunset.expect("condition").contains("deliveries go on"));
