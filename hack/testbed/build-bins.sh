@@ -7,6 +7,9 @@ root=$(cd "$here/../.." && pwd)
 . "$here/versions.sh"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+# A build cache of our own, removed once the binaries are built: they are cached by version,
+# so the several GB of compiled packages are of no use afterwards and only fill a CI disk.
+export GOCACHE=$SLUICE_CACHE/go-build
 log() { echo "build-bins: $*" >&2; }
 began=$(date +%s)
 built=""
@@ -52,7 +55,10 @@ if [ ! -x "$helm_dir/helm" ]; then
   rm -rf "$helm_dir" && mv "$helm_dir.tmp" "$helm_dir"; built=1
 fi
 
-[ -z "$built" ] || log "all binaries ready in $(( $(date +%s) - began ))s"
+if [ -n "$built" ]; then
+  rm -rf "$GOCACHE"
+  log "all binaries ready in $(( $(date +%s) - began ))s"
+fi
 
 # One directory on PATH for the scripts and tests.
 mkdir -p "$BIN_CACHE/current"
