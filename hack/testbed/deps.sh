@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test bed and the checks need, when missing:
-# rabbitmq-server (broker + management plugin) and prometheus (for promtool and scraping).
+# rabbitmq-server 3.10 (the older broker the 3.10 e2e leg runs on; broker-root.sh brings 4.x)
+# and prometheus (for promtool and scraping).
 set -euo pipefail
 missing=()
 command -v rabbitmq-plugins >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
