@@ -20,8 +20,10 @@ const WINDOW: u16 = 256;
 /// The prefix of the headers in which the dispatcher keeps a message's delivery bookkeeping
 /// (attempts, retry step, attempt times, last status, dead-letter reason).
 pub const BOOKKEEPING_PREFIX: &str = "x-sluice-";
-/// The header in which quorum queues count a message's deliveries (its delivery limit).
-const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+/// The headers in which quorum queues count a message's deliveries: `x-delivery-count`
+/// (failed deliveries, which the delivery limit counts) and, on RabbitMQ 4, `x-acquired-count`
+/// (every delivery, requeues included). A moved message starts a new life in its target queue.
+const DELIVERY_COUNT_HEADERS: [&str; 2] = ["x-delivery-count", "x-acquired-count"];
 
 /// Why a copy of a message is not safely in its target queue.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +181,7 @@ fn rewrite(properties: BasicProperties, headers: Headers) -> BasicProperties {
     let Some(table) = properties.headers().clone() else { return properties };
     let mut kept = FieldTable::default();
     for (key, value) in table.inner() {
-        let drop = key.as_str() == DELIVERY_COUNT_HEADER
+        let drop = DELIVERY_COUNT_HEADERS.contains(&key.as_str())
             || (headers == Headers::FreshStart && key.as_str().starts_with(BOOKKEEPING_PREFIX));
         if !drop {
             kept.insert(ShortString::from(key.as_str()), value.clone());
@@ -203,6 +205,7 @@ mod tests {
         let mut table = FieldTable::default();
         table.insert("x-sluice-attempt".into(), AMQPValue::LongUInt(4));
         table.insert("x-delivery-count".into(), AMQPValue::LongUInt(2));
+        table.insert("x-acquired-count".into(), AMQPValue::LongUInt(3));
         table.insert("event-version".into(), AMQPValue::LongString("v2".into()));
         let p = BasicProperties::default().with_headers(table);
         assert_eq!(headers_of(&rewrite(p.clone(), Headers::FreshStart)), ["event-version"]);

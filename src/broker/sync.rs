@@ -4,11 +4,19 @@
 
 use serde_json::Value;
 
+use std::time::Duration;
+
 use super::{
-    BrokerError, ManagementClient,
+    Broker, BrokerError, ManagementClient,
     management::{BindingInfo, ExchangeInfo, QueueInfo},
 };
-use crate::topology::{Binding, Exchange, Queue, Topology, subscription::Policy};
+use crate::topology::{
+    Binding, Exchange, Queue, Topology,
+    subscription::{Policy, shared_policies},
+};
+
+/// How long a check of the shared policies stays good for the whole broker.
+const SHARED_POLICY_CHECK: Duration = Duration::from_secs(60);
 
 /// What a sync changed on the broker.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,6 +33,28 @@ impl SyncReport {
     pub fn changed(&self) -> bool {
         !self.created.is_empty() || !self.updated.is_empty() || !self.removed.is_empty()
     }
+
+    /// Adds what `other` changed to this report.
+    pub fn extend(&mut self, other: Self) {
+        self.created.extend(other.created);
+        self.updated.extend(other.updated);
+        self.removed.extend(other.removed);
+    }
+}
+
+/// Makes the broker hold the policies every Sluice broker needs (the defaults of work,
+/// dead-letter and unroutable queues), checking at most once a minute per broker. Called
+/// before any queue is declared, so no queue runs without its limits.
+pub async fn sync_shared_policies(broker: &Broker) -> Result<SyncReport, BrokerError> {
+    let mut report = SyncReport::default();
+    if broker.verified_within("shared-policies", SHARED_POLICY_CHECK) {
+        return Ok(report);
+    }
+    for policy in &shared_policies() {
+        sync_policy(&broker.management, policy, &mut report).await?;
+    }
+    broker.mark_verified("shared-policies");
+    Ok(report)
 }
 
 /// Makes the broker hold `topology`, creating what is missing.

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     api::{DeletionPolicy, EventTopic, EventTopicStatus, event_topic::EventType as CatalogEntry},
-    broker::{SyncReport, delete_topology, pool::ResolveError, sync_topology},
+    broker::{SyncReport, delete_topology, pool::ResolveError, sync::sync_shared_policies, sync_topology},
     topology::event_topic::{TopicTopology, desired},
 };
 
@@ -86,7 +86,9 @@ async fn converge(topic: &EventTopic, ctx: &Context) -> Result<Converged, Error>
     let broker = ctx.brokers.resolve(&key).await?;
     broker.ensure_up()?;
     let topology = desired(&namespace, &topic.name_any(), topic.spec.exchange_type);
-    let report = sync_topology(&broker.management, &topology.topology).await?;
+    // The unroutable queue's policy (no delivery limit) before the queue itself.
+    let mut report = sync_shared_policies(&broker).await?;
+    report.extend(sync_topology(&broker.management, &topology.topology).await?);
     Ok(Converged { topology, broker: key.status_name().to_owned(), report })
 }
 

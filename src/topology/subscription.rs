@@ -20,8 +20,15 @@ use crate::api::{
     subscription::{DeadLetterLimits, HeaderMatch, Ordering, Overflow, QueueLimits, SubscriptionSpec},
 };
 
-/// Priority of the shared policy for work queues with default limits.
+/// Priority of the shared policies (work queues with default limits; dead-letter and
+/// unroutable queues).
 pub const DEFAULT_POLICY_PRIORITY: i64 = 100;
+/// The delivery limit of queues that have nowhere to dead-letter to (dead-letter and
+/// unroutable queues). RabbitMQ 4 gives every quorum queue a default limit of 20 and drops a
+/// message past it when no dead-letter target is set, so a DLQ whose readers crashed 20
+/// times would lose the message for good. 3.10 refuses 4's `-1` ("no limit"); both accept
+/// this, the largest value the limit takes.
+pub const UNLIMITED_DELIVERIES: i64 = 2_147_483_647;
 /// Priority of a subscription's own policies; above the shared one, so they replace it.
 pub const OWN_POLICY_PRIORITY: i64 = 110;
 
@@ -212,6 +219,25 @@ pub fn default_work_queue_policy() -> Policy {
     }
 }
 
+/// The policy every dead-letter and unroutable queue gets: no delivery limit (see
+/// [`UNLIMITED_DELIVERIES`]). Its pattern matches only names ending in `.dlq` or
+/// `.unroutable` after exactly two DNS labels, so no work or retry queue matches it.
+pub fn default_dead_letter_policy() -> Policy {
+    let mut definition = Map::new();
+    definition.insert("delivery-limit".into(), Value::from(UNLIMITED_DELIVERIES));
+    Policy {
+        name: "sluice.dead-letter-defaults".into(),
+        pattern: r"^sluice\.[a-z0-9-]+\.[a-z0-9-]+\.(dlq|unroutable)$".into(),
+        priority: DEFAULT_POLICY_PRIORITY,
+        definition,
+    }
+}
+
+/// The policies every broker Sluice uses holds, whatever its resources.
+pub fn shared_policies() -> [Policy; 2] {
+    [default_work_queue_policy(), default_dead_letter_policy()]
+}
+
 fn work_queue_policy(work: &str, limits: &QueueLimits) -> Result<Option<Policy>, FilterError> {
     let definition = limits_definition(limits)?;
     if definition == default_work_queue_policy().definition {
@@ -246,7 +272,8 @@ fn dead_letter_policy(dlq: &str, limits: Option<&DeadLetterLimits>) -> Result<Op
     let Some(limits) = limits.filter(|l| l.max_length.is_some() || l.message_ttl.is_some()) else {
         return Ok(None);
     };
-    let mut d = Map::new();
+    // A queue takes one policy only, so this one replaces the shared one and keeps its limit.
+    let mut d = default_dead_letter_policy().definition;
     if let Some(n) = limits.max_length {
         d.insert("max-length".into(), Value::from(n));
     }
@@ -387,7 +414,10 @@ mod tests {
             Value::Object(work.definition.clone()),
             json!({"delivery-limit": 5, "max-length": 1000, "message-ttl": 604_800_000u64, "overflow": "drop-head"})
         );
-        assert_eq!(Value::Object(t.policies[1].definition.clone()), json!({"max-length": 50}));
+        assert_eq!(
+            Value::Object(t.policies[1].definition.clone()),
+            json!({"delivery-limit": UNLIMITED_DELIVERIES, "max-length": 50})
+        );
         assert!(t.unused_policies.is_empty());
     }
 
@@ -403,6 +433,20 @@ mod tests {
         let own = exact_policy("sluice.shop.billing", Map::new());
         let own = regex::Regex::new(&own.pattern).unwrap();
         assert!(own.is_match("sluice.shop.billing") && !own.is_match("sluice.shop.billingx"));
+    }
+
+    #[test]
+    fn dead_letter_and_unroutable_queues_share_a_policy_without_a_delivery_limit() {
+        let p = default_dead_letter_policy();
+        assert_eq!(Value::Object(p.definition.clone()), json!({"delivery-limit": 2_147_483_647}));
+        let re = regex::Regex::new(&p.pattern).unwrap();
+        assert!(re.is_match("sluice.shop.billing.dlq"));
+        assert!(re.is_match("sluice.shop.orders.unroutable"));
+        assert!(!re.is_match("sluice.shop.billing"));
+        assert!(!re.is_match("sluice.shop.billing.retry.1"));
+        assert!(!re.is_match("sluice.shop.billing.dlq.x"));
+        let names: Vec<String> = shared_policies().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["sluice.work-queue-defaults", "sluice.dead-letter-defaults"]);
     }
 
     #[test]

@@ -13,16 +13,14 @@ use crate::{
         Broker, BrokerError, SyncReport,
         management::QueueInfo,
         mover::{Headers, move_messages, ready_count},
-        sync::{queue_conflict, remove_policy, sync_bindings, sync_policy},
+        sync::{queue_conflict, remove_policy, sync_bindings, sync_policy, sync_shared_policies},
     },
     topology::{
         Queue, names,
-        subscription::{Policy, SubscriptionTopology, default_work_queue_policy, retry_step, same_arguments},
+        subscription::{Policy, SubscriptionTopology, retry_step, same_arguments},
     },
 };
 
-/// How long a check of the shared default policy stays good for the whole broker.
-const SHARED_POLICY_CHECK: Duration = Duration::from_secs(60);
 /// Drain attempts before a queue that is not empty yet is left for the next reconcile.
 const DRAIN_ATTEMPTS: usize = 5;
 /// Above every other policy, so a closing queue really takes nothing new.
@@ -63,10 +61,7 @@ pub async fn apply(
     let existing = lookup(broker, candidates(namespace, name, t, leftovers)).await?;
 
     // Policies before queues: a queue must never run without its limits.
-    if !broker.verified_within("default-work-queue-policy", SHARED_POLICY_CHECK) {
-        sync_policy(client, &default_work_queue_policy(), &mut applied.report).await?;
-        broker.mark_verified("default-work-queue-policy");
-    }
+    applied.report.extend(sync_shared_policies(broker).await?);
     for policy in &t.policies {
         sync_policy(client, policy, &mut applied.report).await?;
     }
