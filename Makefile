@@ -21,7 +21,7 @@ demo: testbed-up build ## Bring up everything locally and show events flowing
 	bash hack/demo.sh
 
 .PHONY: test
-test: fmt-check clippy unit crds-check chart-check e2e ## fmt + clippy + every test tier
+test: fmt-check clippy unit crds-check chart-check e2e e2e-broker-3.10 ## fmt + clippy + every test tier, on both brokers
 	@echo "make test: all tiers passed"
 
 ## --- Pieces ------------------------------------------------------------------------
@@ -62,7 +62,7 @@ chart-check: install ## helm lint, and the rendered chart accepted by the real a
 	@echo "chart-check: ok"
 
 .PHONY: testbed-up
-testbed-up: ## Start RabbitMQ, the local control plane and Prometheus (idempotent)
+testbed-up: ## Start RabbitMQ (4.x; SLUICE_BROKER=3.10 for 3.10), the control plane and Prometheus (idempotent)
 	bash hack/testbed/deps.sh
 	bash hack/testbed/rabbitmq.sh up
 	bash hack/testbed/controlplane.sh up
@@ -89,6 +89,18 @@ e2e: install ## End-to-end tests against the test bed (real broker, real control
 	bash hack/testbed/stop-controller.sh
 	SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) \
 	  cargo test --features e2e --test e2e $(CARGO_TEST_FLAGS) -- --test-threads=1
+
+# The broker-facing suites (topics, Subscriptions, delivery, broker faults) again on the oldest
+# RabbitMQ we support, Debian 12's 3.10.8. The next `make testbed-up` switches back to 4.x.
+BROKER_SUITES := event_topic:: subscription:: dispatcher:: broker_faults::
+
+.PHONY: e2e-broker-3.10
+e2e-broker-3.10: install ## The broker-facing e2e suites on RabbitMQ 3.10.8
+	bash hack/testbed/stop-controller.sh
+	SLUICE_BROKER=3.10 bash hack/testbed/rabbitmq.sh up
+	# SLUICE_BROKER reaches the tests too: the broker-fault tests restart the broker.
+	SLUICE_BROKER=3.10 SLUICE_BIN_DIR="$(BIN_DIR)" SLUICE_TESTBED=$(TESTBED) \
+	  cargo test --features e2e --test e2e $(CARGO_TEST_FLAGS) -- --test-threads=1 $(BROKER_SUITES)
 
 .PHONY: e2e-kind
 e2e-kind: ## The same e2e suite with a kind cluster as the control plane (needs Docker)

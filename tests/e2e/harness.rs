@@ -648,6 +648,25 @@ impl Rabbit {
         BrokerOutage { over: false }
     }
 
+    /// Kills the broker with SIGKILL, as the kernel's OOM killer or a node failure would: no
+    /// graceful shutdown, nothing flushed. Its guard starts it again, as [`Rabbit::stop`]'s.
+    #[must_use]
+    pub fn crash() -> BrokerOutage {
+        run_script("rabbitmq.sh", "crash");
+        BrokerOutage { over: false }
+    }
+
+    /// The running broker's version, e.g. `4.3.6`.
+    pub async fn version(&self) -> String {
+        let overview = self.get("overview").await.expect("GET /api/overview");
+        overview["rabbitmq_version"].as_str().expect("rabbitmq_version").to_owned()
+    }
+
+    /// The deprecated features in use on the broker (RabbitMQ 3.13 and later).
+    pub async fn deprecated_features_used(&self) -> Value {
+        self.get("deprecated-features/used").await.expect("GET /api/deprecated-features/used")
+    }
+
     pub fn start() {
         run_script("rabbitmq.sh", "up");
     }
@@ -836,8 +855,60 @@ impl Amqp {
         ids
     }
 
+    /// Takes the next message of `queue` on a connection of its own (waiting up to
+    /// `within` for one), then closes the connection without settling it, as a reader that
+    /// crashed holding the message. Returns the message's headers, or None if none came.
+    pub async fn die_holding(queue: &str, within: Duration) -> Option<lapin::types::FieldTable> {
+        let reader = Self::connect().await;
+        let message = reader.next_message(queue, within).await;
+        let headers = message.as_ref().map(|m| m.properties.headers().clone().unwrap_or_default());
+        drop(message);
+        reader.close().await;
+        headers
+    }
+
+    /// Takes the next message of `queue` (waiting up to `within`) and rejects it with
+    /// requeue, as a reader that cannot handle it now. Returns whether one came.
+    pub async fn reject_requeue(&self, queue: &str, within: Duration) -> bool {
+        let Some(m) = self.next_message(queue, within).await else { return false };
+        let requeue = lapin::options::BasicRejectOptions { requeue: true };
+        m.acker.reject(requeue).await.expect("reject");
+        true
+    }
+
+    /// Takes the next message of `queue` for good (waiting up to `within`), acknowledged;
+    /// returns its headers.
+    pub async fn take(&self, queue: &str, within: Duration) -> Option<lapin::types::FieldTable> {
+        let m = self.next_message(queue, within).await?;
+        m.acker.ack(lapin::options::BasicAckOptions::default()).await.expect("ack");
+        Some(m.properties.headers().clone().unwrap_or_default())
+    }
+
+    async fn next_message(&self, queue: &str, within: Duration) -> Option<lapin::message::Delivery> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let options = lapin::options::BasicGetOptions { no_ack: false };
+            if let Some(m) = self.channel.basic_get(queue.into(), options).await.expect("get") {
+                return Some(m.delivery);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn close(self) {
         let _ = self.conn.close(200, "done".into()).await;
+    }
+}
+
+/// The text value of header `name`, if it is one.
+pub fn text_header(headers: &lapin::types::FieldTable, name: &str) -> Option<String> {
+    match headers.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
     }
 }
 

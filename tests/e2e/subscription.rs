@@ -17,7 +17,7 @@ use crate::{
     event_topic::topic,
     harness::{
         Amqp, Controller, ControllerOpts, Rabbit, TestNamespace, admin, event_count, events_for, eventually, ids,
-        kubectl, serial,
+        kubectl, serial, text_header,
     },
 };
 
@@ -485,6 +485,70 @@ async fn a_redrive_moves_the_dead_letter_queue_back_once_per_value() {
     .await;
     assert_eq!(amqp.count(&dlq).await, 0);
     assert_eq!(amqp.count(&work).await, 29);
+    amqp.close().await;
+    ns.teardown().await;
+}
+
+/// A message whose readers keep dying is dead-lettered at the Subscription's delivery limit,
+/// and the dead-letter queue then keeps it however often its own readers die or requeue it:
+/// a dead-letter queue has nowhere to dead-letter to, so a limit there (RabbitMQ 4 sets 20 on
+/// every quorum queue by default) would drop the message for good.
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_at_its_delivery_limit_and_then_kept_for_good() {
+    let _serial = serial();
+    let client = admin().await;
+    let ns = TestNamespace::create(&client, "poison").await;
+    let ctl = Controller::start(&ControllerOpts::new("poison"));
+    ctl.wait_leader().await;
+    create_topic(&ns, "orders", json!({"type": "topic"})).await;
+    create_sub(
+        &ns,
+        "billing",
+        json!({"topicRef": {"name": "orders"}, "queue": {"deliveryLimit": 3}, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    wait_sub_ready(&ns, "billing").await;
+    let rabbit = Rabbit::new();
+    let (work, dlq) = (queue_name(&ns, "billing"), format!("{}.dlq", queue_name(&ns, "billing")));
+    let shared = rabbit.policy("sluice.dead-letter-defaults").await.expect("the shared dead-letter policy");
+    assert_eq!(shared["definition"], json!({"delivery-limit": 2_147_483_647}));
+    eventually("the dead-letter queue under the shared policy", WAIT, || async {
+        let q = rabbit.queue(&dlq).await?;
+        (q["policy"] == "sluice.dead-letter-defaults"
+            && q["effective_policy_definition"]["delivery-limit"] == 2_147_483_647)
+            .then_some(())
+    })
+    .await;
+
+    let amqp = Amqp::connect().await;
+    amqp.publish(&format!("sluice.{}.orders", ns.name), "order.created", "poison", 1).await;
+    // The first delivery and 3 more (the limit counts redeliveries); then it is dead-lettered.
+    let mut deliveries = 0;
+    while Amqp::die_holding(&work, Duration::from_secs(10)).await.is_some() {
+        deliveries += 1;
+        assert!(deliveries <= 10, "the delivery limit of 3 never dead-lettered the message");
+    }
+    assert_eq!(deliveries, 4, "delivered once and redelivered up to the limit of 3");
+    eventually("the message in the dead-letter queue", WAIT, || async { (amqp.count(&dlq).await == 1).then_some(()) })
+        .await;
+
+    // 25 readers of the dead-letter queue die holding it, 25 more requeue it: it stays.
+    for i in 0..25 {
+        assert!(Amqp::die_holding(&dlq, Duration::from_secs(10)).await.is_some(), "crash {i}: the message is kept");
+    }
+    for i in 0..25 {
+        assert!(amqp.reject_requeue(&dlq, Duration::from_secs(10)).await, "requeue {i}: the message is kept");
+    }
+    let headers = amqp.take(&dlq, Duration::from_secs(10)).await.expect("the poison message, still there");
+    assert_eq!(text_header(&headers, "x-first-death-reason").as_deref(), Some("delivery_limit"));
+    assert_eq!(text_header(&headers, "x-first-death-queue").as_deref(), Some(work.as_str()));
+    assert_eq!(amqp.count(&dlq).await, 0);
+    assert_eq!(amqp.count(&work).await, 0);
+
+    let version = rabbit.version().await;
+    if version.starts_with('4') {
+        assert_eq!(rabbit.deprecated_features_used().await, json!([]), "RabbitMQ {version}");
+    }
     amqp.close().await;
     ns.teardown().await;
 }
