@@ -21,7 +21,7 @@ demo: testbed-up build ## Bring up everything locally and show events flowing
 	bash hack/demo.sh
 
 .PHONY: test
-test: fmt-check clippy unit crds-check chart-check e2e e2e-broker-3.10 ## fmt + clippy + every test tier, on both brokers
+test: tools fmt-check clippy unit crds-check dockerfile-check chart-check e2e e2e-broker-3.10 ## fmt + clippy + every test tier, on both brokers
 	@echo "make test: all tiers passed"
 
 ## --- Pieces ------------------------------------------------------------------------
@@ -29,6 +29,14 @@ test: fmt-check clippy unit crds-check chart-check e2e e2e-broker-3.10 ## fmt + 
 .PHONY: build
 build: ## Build the sluice binary and the test bed's pod runner
 	cargo build --features e2e --bin sluice --bin sluice-podrunner
+
+.PHONY: tools
+tools: ## Check the toolchains (Rust, Go with GOTOOLCHAIN=local) before building anything
+	@bash hack/check-tools.sh
+
+.PHONY: dockerfile-check
+dockerfile-check: ## The Dockerfile's build stage copies everything Cargo.toml needs (no Docker needed)
+	bash hack/check-dockerfile.sh
 
 .PHONY: fmt-check
 fmt-check:
@@ -59,10 +67,11 @@ chart-check: install ## helm lint, and the rendered chart accepted by the real a
 	"$(BIN_DIR)/helm" template sluice charts/sluice -n sluice-system --set broker.create=true \
 	  --set-string broker.uri='amqp://u:p@rabbitmq:5672/%2f' \
 	  | "$(BIN_DIR)/kubectl" apply --dry-run=server -f - >/dev/null
+	"$(BIN_DIR)/helm" install sluice charts/sluice -n sluice-system --dry-run=client | python3 hack/check-notes.py
 	@echo "chart-check: ok"
 
 .PHONY: testbed-up
-testbed-up: ## Start RabbitMQ (4.x; SLUICE_BROKER=3.10 for 3.10), the control plane and Prometheus (idempotent)
+testbed-up: tools ## Start RabbitMQ (4.x; SLUICE_BROKER=3.10 for 3.10), the control plane and Prometheus (idempotent)
 	bash hack/testbed/deps.sh
 	bash hack/testbed/rabbitmq.sh up
 	bash hack/testbed/controlplane.sh up
