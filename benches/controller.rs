@@ -169,8 +169,12 @@ struct Steady {
 /// once): starts a fresh controller and measures that pass until `n` reconciles of `kind`
 /// succeeded. Returns the figures and the controller, which keeps running.
 async fn verification_pass(kind: &str, n: usize) -> (Steady, Controller) {
+    let channels_before = channels_opened().await;
     let ctl = Controller::start(&ControllerOpts::new("bench"));
-    let steady = next_reconciles(&ctl, kind, n).await;
+    // A fresh process counts from zero: its first scrape may come after its first reconciles,
+    // and must not be taken as the starting point (nor made before its admin server listens).
+    eventually("the controller to answer", Duration::from_secs(60), || async { ctl.alive().await.then_some(()) }).await;
+    let steady = count_reconciles(&ctl, kind, n, String::new(), channels_before).await;
     (steady, ctl)
 }
 
@@ -178,6 +182,13 @@ async fn verification_pass(kind: &str, n: usize) -> (Steady, Controller) {
 /// controller's verification pass, or one resync round of a running one (each object's
 /// jittered resync came round once).
 async fn next_reconciles(ctl: &Controller, kind: &str, n: usize) -> Steady {
+    let before = ctl.metrics().await;
+    count_reconciles(ctl, kind, n, before, channels_opened().await).await
+}
+
+/// What the reconciles of `kind` cost the broker from the metrics `before` (and the broker's
+/// `channels_before`) until `n` more of them succeeded.
+async fn count_reconciles(ctl: &Controller, kind: &str, n: usize, before: String, channels_before: f64) -> Steady {
     let sum = |metrics: &str, prefix: &str| -> f64 {
         metrics
             .lines()
@@ -193,9 +204,7 @@ async fn next_reconciles(ctl: &Controller, kind: &str, n: usize) -> Steady {
     };
     let success = format!("sluice_reconcile_total{{kind=\"{kind}\",result=\"success\"}}");
     let all = format!("sluice_reconcile_total{{kind=\"{kind}\"");
-    let before = ctl.metrics().await;
-    let channels_before = channels_opened().await;
-    let done_before = ctl.metric(&success).await.unwrap_or_default();
+    let done_before = sum(&before, &success);
     let start = Instant::now();
     eventually("a resync round", Duration::from_secs(1800), || async {
         let done = ctl.metric(&success).await.unwrap_or_default();
